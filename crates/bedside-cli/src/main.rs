@@ -1,0 +1,57 @@
+//! The `bedside` command: one binary for every stage, from raw DICOM to a trusted model.
+//!
+//! Each subcommand lives in its own module under `commands/` and exposes `Args` (clap) and
+//! `run(args, &ctx) -> anyhow::Result<()>`. Libraries return typed errors; this binary turns
+//! them into reports and exit codes.
+
+mod commands;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Bedside: from raw hospital imaging to AI models that can be trusted at the bedside.
+#[derive(Parser, Debug)]
+#[command(
+    name = "bedside",
+    version,
+    about = "From raw hospital imaging (echo cines, CT, MRI as DICOM) to clinical AI you can trust.",
+    long_about = None,
+    after_help = "Examples:\n  bedside demo                      # whole pipeline on a synthetic cohort\n  bedside synth phantom cohort/     # synthetic echo cohort as DICOM\n  bedside <command> --help          # details and examples for each command"
+)]
+struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors; no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate synthetic data (a phantom echocardiography cohort as DICOM).
+    #[command(subcommand)]
+    Synth(commands::synth::SynthCommand),
+    /// Run the whole pipeline on a fresh synthetic cohort and say what it made.
+    Demo(commands::demo::Args),
+    /// Evaluate predictions: metrics with CIs, survival, calibration, subgroups, fairness, referral.
+    Evaluate(Box<commands::evaluate::Args>),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = ui::Ctx::init(cli.verbose, cli.quiet);
+    let result = match cli.command {
+        Command::Synth(cmd) => commands::synth::run(cmd, &ctx),
+        Command::Demo(args) => commands::demo::run(args, &ctx),
+        Command::Evaluate(args) => commands::evaluate::run(*args, &ctx),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => ui::report_error(&err),
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything Bedside needs on a fresh Debian/Ubuntu machine and builds the release binary.
+# Safe to re-run: each step is skipped when already done.
+#   system packages (apt-get): DICOM validators and peers
+#   Python reference tools:    .venv (pydicom, numpy, … from tools/python/requirements.txt)
+#   Rust:                      cargo build --release
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(dicom3tools dcmtk python3-venv)
+
+need_apt=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+done
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  echo "==> installing system packages: ${need_apt[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating Python virtual environment .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(sha256sum tools/python/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "==> installing Python reference tools"
+  .venv/bin/pip install -q --disable-pip-version-check -r tools/python/requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+if [ "${BEDSIDE_SKIP_BUILD:-0}" != "1" ]; then
+  echo "==> building bedside (release)"
+  cargo build --release --locked -p bedside-cli
+fi
