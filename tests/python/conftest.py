@@ -45,3 +45,15 @@ def cohort(tmp_path_factory, bedside):
         check=True,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def cohort_full_size(tmp_path_factory, bedside):
+    """Three patients at the default 480x640 with the default mix of encodings."""
+    out = tmp_path_factory.mktemp("phantom_full") / "cohort"
+    subprocess.run(
+        [str(bedside), "-q", "synth", "phantom", str(out), "--patients", "3", "--seed", "9",
+         "--in-sector-text", "1.0"],
+        check=True,
+    )
+    return out

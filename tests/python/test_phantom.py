@@ -66,7 +66,9 @@ def test_every_file_parses_and_decodes_in_pydicom(cohort):
     assert len(kinds) >= 3, kinds
 
 
-def test_dciodvfy_reports_no_errors(cohort):
+@pytest.mark.parametrize("which", ["cohort", "cohort_full_size"])
+def test_dciodvfy_reports_no_errors(which, request):
+    cohort = request.getfixturevalue(which)
     dciodvfy = require_tool("dciodvfy")
     for r in studies(cohort):
         out = subprocess.run([dciodvfy, str(cohort / r["file"])], capture_output=True, text=True)
@@ -74,6 +76,14 @@ def test_dciodvfy_reports_no_errors(cohort):
         errors = [l for l in text.splitlines() if l.startswith("Error")]
         assert not errors, f"{r['file']}: {errors}"
         assert "USMultiFrameImage" in text
+
+
+def test_full_size_files_decode_at_native_resolution(cohort_full_size):
+    for r in studies(cohort_full_size):
+        ds = pydicom.dcmread(cohort_full_size / r["file"])
+        a = ds.pixel_array
+        assert a.shape[1:3] == (480, 640)
+        assert a.shape[0] == int(ds.NumberOfFrames) == int(r["frames"])
 
 
 def resolve(ds, path):

@@ -1,0 +1,20 @@
+//! Curation of clinical DICOM: the pixel side of de-identification.
+//!
+//! Ultrasound scanners burn names, IDs and dates into the pixels, outside the scan area and
+//! sometimes inside it. [`scan_area`] finds the area to keep — the union of the declared
+//! `SequenceOfUltrasoundRegions` and the scan sector detected from the cine itself (pixels that
+//! change over time, closed to their convex fan) — and [`pixels::clean_ultrasound`] blanks
+//! everything else, per frame, for monochrome, RGB, YBR and palette images, single and
+//! multi-frame, without ever reordering or mixing frames. Pixel data that did not change keeps its
+//! transfer syntax; masked pixel data is written uncompressed (lossless), never re-encoded lossy.
+//!
+//! ```no_run
+//! use bedside_curate::pixels::{clean_ultrasound, CleanOptions};
+//! let mut obj = dicom_object::open_file("cine.dcm")?;
+//! let outcome = clean_ultrasound(&mut obj, &CleanOptions::default())?;
+//! println!("{} pixels blanked per frame", outcome.blanked_per_frame);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod pixels;
+pub mod scan_area;
