@@ -6,6 +6,9 @@
 //! - [`pixel`]: encapsulated pixel data (basic offset table + one fragment per frame) and JPEG
 //!   baseline frame encoding (monochrome and YBR_FULL_422).
 //! - [`write`]: atomic writing of a Part 10 file with a chosen transfer syntax.
+//! - [`scan`] and [`read`]: reading with memory bounded by the input — every declared length is
+//!   checked against the bytes present before the parser allocates; files with or without the
+//!   preamble and bare data sets without a meta group are accepted.
 //!
 //! ```
 //! use bedside_dicom::{elements::*, uid, write};
@@ -18,6 +21,8 @@
 
 pub mod elements;
 pub mod pixel;
+pub mod read;
+pub mod scan;
 pub mod uid;
 pub mod write;
 
