@@ -1,4 +1,4 @@
-//! Curation of clinical DICOM: the pixel side of de-identification.
+//! Curation of clinical DICOM: the pixel side of de-identification and the metadata table.
 //!
 //! Ultrasound scanners burn names, IDs and dates into the pixels, outside the scan area and
 //! sometimes inside it. [`scan_area`] finds the area to keep — the union of the declared
@@ -8,6 +8,10 @@
 //! multi-frame, without ever reordering or mixing frames. Pixel data that did not change keeps its
 //! transfer syntax; masked pixel data is written uncompressed (lossless), never re-encoded lossy.
 //!
+//! [`metadata::extract`] gives one record per instance for the curation table: acquisition
+//! (modality, vendor, geometry, frames, frame time, pixel spacing or ultrasound deltas), MR
+//! sequence fields with an inferred T1/T2/cine/other contrast, and a SHA-256 of the pixel data.
+//!
 //! ```no_run
 //! use bedside_curate::pixels::{clean_ultrasound, CleanOptions};
 //! let mut obj = dicom_object::open_file("cine.dcm")?;
@@ -16,5 +20,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod metadata;
 pub mod pixels;
 pub mod scan_area;
