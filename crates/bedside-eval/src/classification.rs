@@ -112,7 +112,11 @@ impl RankedScores {
     }
 
     /// AUROC with optional per-case weights (`None` = all 1). `None` if a class has zero weight.
+    /// `labels` (and `weights`) must have one entry per score; otherwise the result is `None`.
     pub fn auroc_weighted(&self, labels: &[bool], weights: Option<&[u32]>) -> Option<f64> {
+        if labels.len() != self.order.len() || weights.is_some_and(|w| w.len() != labels.len()) {
+            return None;
+        }
         let mut cum_pos = 0.0f64;
         let mut total_neg = 0.0f64;
         let mut num = 0.0f64;

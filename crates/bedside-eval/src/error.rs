@@ -100,6 +100,22 @@ pub enum EvalError {
         #[source]
         source: csv::Error,
     },
+    /// A Parquet file could not be read.
+    #[error("cannot read Parquet file {path}: {message}")]
+    ParseParquet {
+        /// The file.
+        path: PathBuf,
+        /// What the Parquet reader reported.
+        message: String,
+    },
+    /// The file type is not supported (or support was not compiled in).
+    #[error("unsupported table format for {path}: {reason}")]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A named column is missing from a table.
     #[error("column {column:?} not found in {table}; available columns: {available}")]
     MissingColumn {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::bootstrap::{BootstrapOptions, Clusters, Estimate, bootstrap_ci};
+use crate::bootstrap::{BootstrapOptions, Clusters, Estimate, bootstrap_ci, bootstrap_ci_many};
 use crate::classification::{
     self as cls, CalibrationFit, ConfusionMatrix, PrCurve, RankedScores, ReliabilityBin, RocCurve,
     ThresholdMetrics,
@@ -116,8 +116,11 @@ pub struct SurvivalReport {
     pub censoring_fitted_on: String,
     /// Time-dependent AUC.
     pub time_dependent_auc: Option<CumulativeDynamicAuc>,
-    /// Brier score at the evaluation times (needs predicted survival columns): (time, score).
-    pub brier_at_times: Option<Vec<(f64, f64)>>,
+    /// Intervals of the time-dependent AUC at each time, then of the mean AUC.
+    pub time_dependent_auc_intervals: Vec<Estimate>,
+    /// Brier score at the evaluation times (needs predicted survival columns): (time, score
+    /// with interval).
+    pub brier_at_times: Option<Vec<(f64, Estimate)>>,
     /// Kaplan–Meier overall (thinned).
     pub kaplan_meier: KaplanMeier,
     /// Kaplan–Meier per group of each group column (thinned).
@@ -137,6 +140,8 @@ pub struct SubgroupAudit {
     pub rates: Vec<(String, GroupRates)>,
     /// Fairlearn's aggregate fairness metrics (classification only).
     pub fairness: Option<FairnessMetrics>,
+    /// The same metrics with patient-level bootstrap intervals.
+    pub fairness_intervals: BTreeMap<String, Estimate>,
 }
 
 /// Uncertainty referral results.
@@ -146,8 +151,8 @@ pub struct UncertaintyReport {
     pub source: String,
     /// Accuracy versus fraction kept (thinned).
     pub referral: ReferralCurve,
-    /// Area under the risk–coverage curve.
-    pub aurc: f64,
+    /// Area under the risk–coverage curve, with interval.
+    pub aurc: Estimate,
     /// Operating point that reaches the target accuracy.
     pub at_target_accuracy: Option<ReferralPoint>,
 }
@@ -244,20 +249,17 @@ fn operating_point(
         ("npv", |r| r.npv),
         ("f1", |r| r.f1),
     ];
-    for (name, f) in list {
-        let v = f(&rates);
-        let est = if v.is_finite() {
-            bootstrap_ci(v, clusters, boot, |s| {
-                let mut m = ConfusionMatrix::default();
-                for &i in &s.indices {
-                    m.add(labels[i], scores[i] >= threshold);
-                }
-                Some(f(&m.metrics()))
-            })?
-        } else {
-            Estimate::point(v)
-        };
-        intervals.insert(name.to_string(), est);
+    let points: Vec<f64> = list.iter().map(|(_, f)| f(&rates)).collect();
+    let estimates = bootstrap_ci_many(&points, clusters, boot, |s| {
+        let mut m = ConfusionMatrix::default();
+        for &i in &s.indices {
+            m.add(labels[i], scores[i] >= threshold);
+        }
+        let r = m.metrics();
+        list.iter().map(|(_, f)| Some(f(&r))).collect()
+    })?;
+    for ((name, _), est) in list.iter().zip(estimates) {
+        intervals.insert((*name).to_string(), est);
     }
     Ok(OperatingPoint {
         threshold,
@@ -313,6 +315,7 @@ pub fn evaluate(table: &EvalTable, settings: &EvalSettings) -> Result<EvalReport
             context: String::new(),
         });
     }
+    validate(table)?;
     let clusters = match &table.patients {
         Some(ids) => Clusters::from_ids(ids),
         None => Clusters::singletons(n),
@@ -371,37 +374,24 @@ pub fn evaluate(table: &EvalTable, settings: &EvalSettings) -> Result<EvalReport
             if let Some(e) = estimate("ECE", &clusters, boot, &ece, &all, &mut warnings)? {
                 metrics.insert("ece".to_string(), e);
             }
-            let slope = |rows: &[usize]| {
-                cls::compute_calibration_fit(&pick(labels, rows), &pick(scores, rows))
-                    .ok()
-                    .map(|c| c.slope)
-            };
-            if let Some(e) = estimate(
-                "calibration slope",
-                &clusters,
-                boot,
-                &slope,
-                &all,
-                &mut warnings,
-            )? {
-                metrics.insert("calibration_slope".to_string(), e);
-            }
-            let citl = |rows: &[usize]| {
-                cls::compute_calibration_fit(&pick(labels, rows), &pick(scores, rows))
-                    .ok()
-                    .map(|c| c.intercept_in_the_large)
-            };
-            if let Some(e) = estimate(
-                "calibration-in-the-large",
-                &clusters,
-                boot,
-                &citl,
-                &all,
-                &mut warnings,
-            )? {
-                metrics.insert("calibration_in_the_large".to_string(), e);
-            }
             calibration = cls::compute_calibration_fit(labels, scores).ok();
+            match calibration {
+                Some(fit) => {
+                    let est = bootstrap_ci_many(
+                        &[fit.slope, fit.intercept_in_the_large],
+                        &clusters,
+                        boot,
+                        |s| match cls::compute_calibration_fit(&s.gather(labels), &s.gather(scores))
+                        {
+                            Ok(c) => vec![Some(c.slope), Some(c.intercept_in_the_large)],
+                            Err(_) => vec![None, None],
+                        },
+                    )?;
+                    metrics.insert("calibration_slope".to_string(), est[0]);
+                    metrics.insert("calibration_in_the_large".to_string(), est[1]);
+                }
+                None => warnings.push("calibration slope is undefined on these data".into()),
+            }
             reliability = cls::compute_reliability_curve(labels, scores, bins)?;
         } else {
             warnings.push(
@@ -473,7 +463,12 @@ pub fn evaluate(table: &EvalTable, settings: &EvalSettings) -> Result<EvalReport
             let idx = thin_indices(curve.threshold.len(), max);
             report.uncertainty = Some(UncertaintyReport {
                 source,
-                aurc: unc::compute_aurc(&uncertainty, &correct)?,
+                aurc: bootstrap_ci(
+                    unc::compute_aurc(&uncertainty, &correct)?,
+                    &clusters,
+                    boot,
+                    |s| unc::compute_aurc(&s.gather(&uncertainty), &s.gather(&correct)).ok(),
+                )?,
                 at_target_accuracy: unc::threshold_for_accuracy(
                     &uncertainty,
                     &correct,
@@ -586,6 +581,37 @@ pub fn evaluate(table: &EvalTable, settings: &EvalSettings) -> Result<EvalReport
                 }
             }
         };
+        let time_dependent_auc_intervals = match &time_dependent_auc {
+            Some(a) => {
+                let mut points = a.auc.clone();
+                points.push(a.mean_auc);
+                let k = points.len();
+                bootstrap_ci_many(&points, &clusters, boot, |s| {
+                    let (t, e, r) = (s.gather(time), s.gather(event), s.gather(risk));
+                    let (gt, ge) = train.map_or((t.as_slice(), e.as_slice()), |(a, b)| {
+                        (a.as_slice(), b.as_slice())
+                    });
+                    match surv::compute_cumulative_dynamic_auc(
+                        gt,
+                        ge,
+                        &t,
+                        &e,
+                        &r,
+                        &a.times,
+                        copts.tie_tolerance,
+                    ) {
+                        Ok(x) => x
+                            .auc
+                            .iter()
+                            .chain([&x.mean_auc])
+                            .map(|v| Some(*v))
+                            .collect(),
+                        Err(_) => vec![None; k],
+                    }
+                })?
+            }
+            None => Vec::new(),
+        };
         let mut brier = None;
         if !table.survival.is_empty() {
             let (b, w) = survival_curve_metrics(
@@ -594,6 +620,7 @@ pub fn evaluate(table: &EvalTable, settings: &EvalSettings) -> Result<EvalReport
                 event,
                 g_time,
                 g_event,
+                train.is_some(),
                 &times,
                 &clusters,
                 boot,
@@ -628,6 +655,7 @@ pub fn evaluate(table: &EvalTable, settings: &EvalSettings) -> Result<EvalReport
             },
             brier_at_times: brier,
             time_dependent_auc,
+            time_dependent_auc_intervals,
             kaplan_meier: thin_km(km, settings.max_curve_points),
             kaplan_meier_by_group: by_group,
             log_rank,
@@ -693,18 +721,22 @@ pub fn evaluate(table: &EvalTable, settings: &EvalSettings) -> Result<EvalReport
                 boot,
                 settings.min_group_patients,
             )?;
-            let (rates, fair) = match binary {
+            let (rates, fair, fairness_intervals) = match binary {
                 Some((labels, scores)) => {
                     let predicted: Vec<bool> =
                         scores.iter().map(|&s| s >= settings.threshold).collect();
                     let (_, by) = fairness::compute_group_rates(labels, &predicted, &groups)?;
                     let names = (0..groups.len()).map(|g| groups.name(g));
+                    let intervals = fairness::compute_fairness_with_intervals(
+                        labels, &predicted, &groups, &clusters, boot,
+                    )?;
                     (
                         names.zip(by).collect(),
                         Some(fairness::compute_fairness(labels, &predicted, &groups)?),
+                        intervals,
                     )
                 }
-                None => (Vec::new(), None),
+                None => (Vec::new(), None, BTreeMap::new()),
             };
             for r in rows.iter().filter(|r| r.small) {
                 warnings.push(format!(
@@ -717,6 +749,7 @@ pub fn evaluate(table: &EvalTable, settings: &EvalSettings) -> Result<EvalReport
                 rows,
                 rates,
                 fairness: fair,
+                fairness_intervals,
             });
         }
     }
@@ -731,8 +764,8 @@ pub fn evaluate(table: &EvalTable, settings: &EvalSettings) -> Result<EvalReport
     Ok(report)
 }
 
-/// Values at times: (time, value).
-type TimedValues = Vec<(f64, f64)>;
+/// Values at times: (time, estimate).
+type TimedValues = Vec<(f64, Estimate)>;
 
 /// Brier scores, integrated Brier score (with interval) and Antolini's concordance from the
 /// predicted survival columns. Returns the Brier scores at `times` and warnings.
@@ -743,6 +776,7 @@ fn survival_curve_metrics(
     event: &[bool],
     g_time: &[f64],
     g_event: &[bool],
+    train_given: bool,
     times: &[f64],
     clusters: &Clusters,
     boot: &BootstrapOptions,
@@ -772,7 +806,40 @@ fn survival_curve_metrics(
     if !times.is_empty() {
         match surv::compute_brier_at_times(time, event, &at(&all, times), times, &censoring, &opts)
         {
-            Ok(b) => brier = Some(times.iter().copied().zip(b).collect()),
+            Ok(b) => {
+                let k = b.len();
+                let est = bootstrap_ci_many(&b, clusters, boot, |s| {
+                    let (t, e) = (s.gather(time), s.gather(event));
+                    let refit;
+                    let g = if train_given {
+                        &censoring
+                    } else {
+                        match surv::CensoringDistribution::fit(
+                            &t,
+                            &e,
+                            surv::CensoringTies::EventsFirst,
+                        ) {
+                            Ok(c) => {
+                                refit = c;
+                                &refit
+                            }
+                            Err(_) => return vec![None; k],
+                        }
+                    };
+                    match surv::compute_brier_at_times(
+                        &t,
+                        &e,
+                        &at(&s.indices, times),
+                        times,
+                        g,
+                        &opts,
+                    ) {
+                        Ok(v) => v.into_iter().map(Some).collect(),
+                        Err(_) => vec![None; k],
+                    }
+                })?;
+                brier = Some(times.iter().copied().zip(est).collect());
+            }
             Err(e) => warnings.push(format!("Brier score at times: {e}")),
         }
     }
@@ -836,4 +903,48 @@ fn survival_curve_metrics(
         ));
     }
     Ok((brier, warnings))
+}
+
+/// Checks that every column present has one entry per case.
+fn validate(table: &EvalTable) -> Result<()> {
+    let n = table.n;
+    let lens = [
+        ("patients", table.patients.as_ref().map(Vec::len)),
+        ("score", table.score.as_ref().map(Vec::len)),
+        ("label", table.label.as_ref().map(Vec::len)),
+        ("time", table.time.as_ref().map(Vec::len)),
+        ("event", table.event.as_ref().map(Vec::len)),
+        ("risk", table.risk.as_ref().map(Vec::len)),
+        ("target", table.target.as_ref().map(Vec::len)),
+        ("predicted", table.predicted.as_ref().map(Vec::len)),
+        ("uncertainty", table.uncertainty.as_ref().map(Vec::len)),
+    ];
+    for (what, len) in lens {
+        if let Some(len) = len {
+            crate::error::check_len(what, len, n)?;
+        }
+    }
+    for (_, values) in &table.groups {
+        crate::error::check_len("group column", values.len(), n)?;
+    }
+    if !table.survival.is_empty() {
+        crate::error::check_len(
+            "survival matrix",
+            table.survival.len(),
+            n * table.survival_grid.len(),
+        )?;
+    }
+    for (what, values) in [
+        ("score", &table.score),
+        ("time", &table.time),
+        ("risk", &table.risk),
+        ("target", &table.target),
+        ("predicted", &table.predicted),
+        ("uncertainty", &table.uncertainty),
+    ] {
+        if let Some(v) = values {
+            crate::error::check_finite(what, v)?;
+        }
+    }
+    Ok(())
 }

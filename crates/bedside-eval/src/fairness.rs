@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::bootstrap::{BootstrapOptions, Clusters, Estimate, bootstrap_ci};
+use crate::bootstrap::{BootstrapOptions, Clusters, Estimate, bootstrap_ci_many};
 use crate::classification::ConfusionMatrix;
 use crate::error::{EvalError, Result, check_len};
 
@@ -218,12 +218,17 @@ pub fn compute_fairness(
         });
     }
     let (overall, by) = compute_group_rates(labels, predicted, groups)?;
+    Ok(compute_fairness_from_rates(&overall, &by))
+}
+
+/// Fairlearn's aggregate fairness metrics from overall and per-group rates.
+pub fn compute_fairness_from_rates(overall: &GroupRates, by: &[GroupRates]) -> FairnessMetrics {
     let summary =
-        |f: fn(&GroupRates) -> f64| GroupSummary::new(f(&overall), by.iter().map(f).collect());
+        |f: fn(&GroupRates) -> f64| GroupSummary::new(f(overall), by.iter().map(f).collect());
     let sr = summary(|r| r.selection_rate);
     let tpr = summary(|r| r.tpr);
     let fpr = summary(|r| r.fpr);
-    Ok(FairnessMetrics {
+    FairnessMetrics {
         demographic_parity_difference: sr.difference,
         demographic_parity_ratio: sr.ratio,
         demographic_parity_difference_to_overall: sr.difference_to_overall,
@@ -232,7 +237,80 @@ pub fn compute_fairness(
         equalized_odds_ratio: tpr.ratio.min(fpr.ratio),
         equal_opportunity_difference: tpr.difference,
         equal_opportunity_ratio: tpr.ratio,
-    })
+    }
+}
+
+impl FairnessMetrics {
+    /// The metrics as (name, value) pairs, in a fixed order.
+    pub fn named(&self) -> [(&'static str, f64); 8] {
+        [
+            (
+                "demographic_parity_difference",
+                self.demographic_parity_difference,
+            ),
+            ("demographic_parity_ratio", self.demographic_parity_ratio),
+            (
+                "demographic_parity_difference_to_overall",
+                self.demographic_parity_difference_to_overall,
+            ),
+            ("equalized_odds_difference", self.equalized_odds_difference),
+            (
+                "equalized_odds_difference_mean",
+                self.equalized_odds_difference_mean,
+            ),
+            ("equalized_odds_ratio", self.equalized_odds_ratio),
+            (
+                "equal_opportunity_difference",
+                self.equal_opportunity_difference,
+            ),
+            ("equal_opportunity_ratio", self.equal_opportunity_ratio),
+        ]
+    }
+}
+
+/// Fairness metrics with patient-level bootstrap intervals (resampling the whole data; each
+/// replicate recomputes every group's rates).
+pub fn compute_fairness_with_intervals(
+    labels: &[bool],
+    predicted: &[bool],
+    groups: &Groups,
+    clusters: &Clusters,
+    bootstrap: &BootstrapOptions,
+) -> Result<BTreeMap<String, Estimate>> {
+    let point = compute_fairness(labels, predicted, groups)?;
+    let mut gid = vec![usize::MAX; labels.len()];
+    for (g, rows) in groups.members.iter().enumerate() {
+        for &i in rows {
+            if let Some(slot) = gid.get_mut(i) {
+                *slot = g;
+            }
+        }
+    }
+    let values: Vec<f64> = point.named().iter().map(|(_, v)| *v).collect();
+    let estimates = bootstrap_ci_many(&values, clusters, bootstrap, |s| {
+        let mut overall = ConfusionMatrix::default();
+        let mut per = vec![ConfusionMatrix::default(); groups.len()];
+        for &i in &s.indices {
+            overall.add(labels[i], predicted[i]);
+            if let Some(m) = per.get_mut(gid[i]) {
+                m.add(labels[i], predicted[i]);
+            }
+        }
+        // a group absent from the replicate is left out, as Fairlearn drops empty groups
+        let by: Vec<GroupRates> = per
+            .iter()
+            .filter(|m| m.total() > 0)
+            .map(GroupRates::from_matrix)
+            .collect();
+        let f = compute_fairness_from_rates(&GroupRates::from_matrix(&overall), &by);
+        f.named().iter().map(|(_, v)| Some(*v)).collect()
+    })?;
+    Ok(point
+        .named()
+        .iter()
+        .zip(estimates)
+        .map(|((name, _), e)| ((*name).to_string(), e))
+        .collect())
 }
 
 /// A metric evaluated on a set of row indices (`None` when undefined there).
@@ -270,19 +348,23 @@ pub fn audit_subgroups(
             });
         }
         let local = clusters.restrict(rows);
-        let mut values = BTreeMap::new();
-        for (name, metric) in metrics {
-            let value = metric(rows).unwrap_or(f64::NAN);
-            let est = if value.is_finite() {
-                bootstrap_ci(value, &local, bootstrap, |s| {
-                    let idx: Vec<usize> = s.indices.iter().map(|&k| rows[k]).collect();
-                    metric(&idx)
-                })?
-            } else {
-                Estimate::point(value)
-            };
-            values.insert((*name).to_string(), est);
-        }
+        let points: Vec<f64> = metrics
+            .iter()
+            .map(|(_, m)| m(rows).unwrap_or(f64::NAN))
+            .collect();
+        let estimates = bootstrap_ci_many(&points, &local, bootstrap, |s| {
+            let idx: Vec<usize> = s.indices.iter().map(|&k| rows[k]).collect();
+            metrics
+                .iter()
+                .zip(&points)
+                .map(|((_, m), p)| if p.is_finite() { m(&idx) } else { None })
+                .collect()
+        })?;
+        let values = metrics
+            .iter()
+            .zip(estimates)
+            .map(|((name, _), e)| ((*name).to_string(), e))
+            .collect();
         out.push(SubgroupRow {
             group: groups.name(g),
             count: rows.len(),

@@ -80,6 +80,89 @@ impl TextTable {
         })
     }
 
+    /// Reads a table by extension: `.parquet`/`.pq` as Parquet, anything else as CSV.
+    pub fn read(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        if ext == "parquet" || ext == "pq" {
+            Self::read_parquet(path)
+        } else {
+            Self::read_csv(path)
+        }
+    }
+
+    /// Reads a flat Parquet file (pandas/pyarrow/polars output; uncompressed, Snappy or gzip
+    /// pages). Numbers and booleans become text as they would in a CSV; nulls become empty cells.
+    #[cfg(feature = "parquet")]
+    pub fn read_parquet(path: &Path) -> Result<Self> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        use parquet::record::Field;
+        let fail = |e: parquet::errors::ParquetError| EvalError::ParseParquet {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let file = std::fs::File::open(path).map_err(|source| EvalError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let reader = SerializedFileReader::new(file).map_err(fail)?;
+        let headers: Vec<String> = reader
+            .metadata()
+            .file_metadata()
+            .schema_descr()
+            .root_schema()
+            .get_fields()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        let mut rows = Vec::new();
+        for row in reader {
+            let row = row.map_err(fail)?;
+            let mut cells = vec![String::new(); headers.len()];
+            for (name, field) in row.get_column_iter() {
+                let Some(k) = headers.iter().position(|h| h == name) else {
+                    continue;
+                };
+                cells[k] = match field {
+                    Field::Null => String::new(),
+                    Field::Bool(b) => if *b { "1" } else { "0" }.to_string(),
+                    Field::Byte(v) => v.to_string(),
+                    Field::Short(v) => v.to_string(),
+                    Field::Int(v) => v.to_string(),
+                    Field::Long(v) => v.to_string(),
+                    Field::UByte(v) => v.to_string(),
+                    Field::UShort(v) => v.to_string(),
+                    Field::UInt(v) => v.to_string(),
+                    Field::ULong(v) => v.to_string(),
+                    Field::Float(v) => v.to_string(),
+                    Field::Double(v) => v.to_string(),
+                    Field::Str(v) => v.clone(),
+                    other => other.to_string(),
+                };
+            }
+            rows.push(cells);
+        }
+        Ok(TextTable {
+            name: path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            headers,
+            rows,
+        })
+    }
+
+    /// Parquet support was not compiled in (feature `parquet`).
+    #[cfg(not(feature = "parquet"))]
+    pub fn read_parquet(path: &Path) -> Result<Self> {
+        Err(EvalError::UnsupportedFormat {
+            path: path.to_path_buf(),
+            reason: "this build has no Parquet support (feature `parquet`)".into(),
+        })
+    }
+
     fn column(&self, name: &str) -> Option<usize> {
         self.headers.iter().position(|h| h == name)
     }
@@ -377,7 +460,7 @@ pub fn load_tables(
 /// Reads the (time, event) columns of a training table, for fitting the censoring distribution
 /// on training data as scikit-survival does.
 pub fn load_censoring_data(path: &Path, time: &str, event: &str) -> Result<(Vec<f64>, Vec<bool>)> {
-    let t = TextTable::read_csv(path)?;
+    let t = TextTable::read(path)?;
     if t.rows.is_empty() {
         return Err(EvalError::Empty {
             context: format!(" in {}", t.name),
@@ -393,10 +476,11 @@ pub fn load_censoring_data(path: &Path, time: &str, event: &str) -> Result<(Vec<
     ))
 }
 
-/// Reads the prediction CSV and optional manifest CSV from disk and joins them.
+/// Reads the prediction table and optional manifest from disk (CSV, or Parquet by extension)
+/// and joins them.
 pub fn load(predictions: &Path, manifest: Option<&Path>, map: &ColumnMap) -> Result<EvalTable> {
-    let pred = TextTable::read_csv(predictions)?;
-    let man = manifest.map(TextTable::read_csv).transpose()?;
+    let pred = TextTable::read(predictions)?;
+    let man = manifest.map(TextTable::read).transpose()?;
     load_tables(&pred, man.as_ref(), map)
 }
 

@@ -495,32 +495,48 @@ pub fn render_html(report: &EvalReport, title: &str) -> String {
             .map(|(k, e)| vec![k.clone(), est(e)])
             .collect();
         if let Some(a) = &s.time_dependent_auc {
-            for (t, v) in a.times.iter().zip(&a.auc) {
-                rows.push(vec![format!("AUC(t = {})", num(*t)), num(*v)]);
+            let ci = |k: usize, v: f64| s.time_dependent_auc_intervals.get(k).map_or(num(v), est);
+            for (k, (t, v)) in a.times.iter().zip(&a.auc).enumerate() {
+                rows.push(vec![format!("AUC(t = {})", num(*t)), ci(k, *v)]);
             }
-            rows.push(vec!["mean time-dependent AUC".into(), num(a.mean_auc)]);
+            rows.push(vec![
+                "mean time-dependent AUC".into(),
+                ci(a.auc.len(), a.mean_auc),
+            ]);
         }
         for (t, b) in s.brier_at_times.iter().flatten() {
-            rows.push(vec![format!("Brier(t = {})", num(*t)), num(*b)]);
+            rows.push(vec![format!("Brier(t = {})", num(*t)), est(b)]);
         }
         table(&mut out, &["metric", "estimate (95% CI)"], &rows);
         let t_max = s.kaplan_meier.times.last().copied().unwrap_or(1.0);
-        let mut series = vec![Series {
-            name: "all".into(),
-            x: &s.kaplan_meier.times,
-            y: &s.kaplan_meier.survival,
-            step: true,
-            band: Some((&s.kaplan_meier.ci_lower, &s.kaplan_meier.ci_upper)),
-        }];
+        // every curve starts at (0, 1)
+        let start = |km: &crate::survival::KaplanMeier| -> [Vec<f64>; 4] {
+            let with =
+                |v: &[f64], first: f64| std::iter::once(first).chain(v.iter().copied()).collect();
+            [
+                with(
+                    &km.times,
+                    0.0f64.min(km.times.first().copied().unwrap_or(0.0)),
+                ),
+                with(&km.survival, 1.0),
+                with(&km.ci_lower, 1.0),
+                with(&km.ci_upper, 1.0),
+            ]
+        };
+        let mut curves = vec![("all".to_string(), start(&s.kaplan_meier))];
         for (name, km) in &s.kaplan_meier_by_group {
-            series.push(Series {
-                name: name.clone(),
-                x: &km.times,
-                y: &km.survival,
-                step: true,
-                band: Some((&km.ci_lower, &km.ci_upper)),
-            });
+            curves.push((name.clone(), start(km)));
         }
+        let series = curves
+            .iter()
+            .map(|(name, [x, y, lo, hi])| Series {
+                name: name.clone(),
+                x,
+                y,
+                step: true,
+                band: Some((lo, hi)),
+            })
+            .collect();
         out.push_str("<div class=\"plots\">");
         out.push_str(&svg(&Plot {
             title: "Kaplan–Meier (95% band)",
@@ -649,36 +665,29 @@ pub fn render_html(report: &EvalReport, title: &str) -> String {
                 );
             }
             if let Some(f) = &audit.fairness {
+                let labels = [
+                    "demographic parity difference",
+                    "demographic parity ratio",
+                    "demographic parity difference to overall",
+                    "equalized odds difference (worst case)",
+                    "equalized odds difference (mean)",
+                    "equalized odds ratio",
+                    "equal opportunity difference",
+                    "equal opportunity ratio",
+                ];
+                let rows: Vec<Vec<String>> = f
+                    .named()
+                    .iter()
+                    .zip(labels)
+                    .map(|((key, v), label)| {
+                        let shown = audit.fairness_intervals.get(*key).map_or(num(*v), est);
+                        vec![label.to_string(), shown]
+                    })
+                    .collect();
                 table(
                     &mut out,
-                    &["fairness metric (Fairlearn definitions)", "value"],
-                    &[
-                        vec![
-                            "demographic parity difference".into(),
-                            num(f.demographic_parity_difference),
-                        ],
-                        vec![
-                            "demographic parity ratio".into(),
-                            num(f.demographic_parity_ratio),
-                        ],
-                        vec![
-                            "equalized odds difference (worst case)".into(),
-                            num(f.equalized_odds_difference),
-                        ],
-                        vec![
-                            "equalized odds difference (mean)".into(),
-                            num(f.equalized_odds_difference_mean),
-                        ],
-                        vec!["equalized odds ratio".into(), num(f.equalized_odds_ratio)],
-                        vec![
-                            "equal opportunity difference".into(),
-                            num(f.equal_opportunity_difference),
-                        ],
-                        vec![
-                            "equal opportunity ratio".into(),
-                            num(f.equal_opportunity_ratio),
-                        ],
-                    ],
+                    &["fairness metric (Fairlearn definitions)", "value (95% CI)"],
+                    &rows,
                 );
             }
         }
@@ -708,7 +717,7 @@ pub fn render_html(report: &EvalReport, title: &str) -> String {
             }],
         }));
         out.push_str("</div>");
-        let mut rows = vec![vec!["AURC (lower is better)".to_string(), num(u.aurc)]];
+        let mut rows = vec![vec!["AURC (lower is better)".to_string(), est(&u.aurc)]];
         match &u.at_target_accuracy {
             Some(p) => rows.push(vec![
                 format!(

@@ -215,6 +215,9 @@ pub fn sigmoid(x: f64) -> f64 {
 /// Solves `a x = b` for a symmetric positive-definite `a` (row-major `p × p`) by Cholesky.
 /// Returns `None` if `a` is not positive definite.
 pub fn cholesky_solve(a: &[f64], b: &[f64], p: usize) -> Option<Vec<f64>> {
+    if a.len() != p * p || b.len() != p {
+        return None;
+    }
     let l = cholesky(a, p)?;
     let mut y = vec![0.0; p];
     for i in 0..p {

@@ -82,6 +82,9 @@ fn classification_and_fairness_through_the_pipeline() {
     for (audit, key) in report.subgroups.iter().zip(["sex", "site", "sex_x_site"]) {
         let fair = audit.fairness.unwrap();
         let gold = &g["aggregate_metrics"][key];
+        let dp = audit.fairness_intervals["demographic_parity_difference"];
+        assert_eq!(dp.value, fair.demographic_parity_difference);
+        assert!(dp.lower < dp.value && dp.value < dp.upper, "{key}: {dp:?}");
         close(
             fair.demographic_parity_difference,
             f(&gold["demographic_parity_difference"]),
@@ -118,7 +121,8 @@ fn classification_and_fairness_through_the_pipeline() {
             .iter()
             .all(|r| r.small == (r.patients < 30))
     );
-    assert!(report.uncertainty.is_some());
+    let aurc = report.uncertainty.as_ref().unwrap().aurc;
+    assert!(aurc.lower <= aurc.value && aurc.value <= aurc.upper && aurc.replicates_used == 200);
 }
 
 #[test]
@@ -215,7 +219,10 @@ fn survival_through_the_pipeline() {
     let auc = s.time_dependent_auc.as_ref().unwrap();
     for (k, v) in fvec(&m["sksurv_cumdyn_auc_censKM_test"]).iter().enumerate() {
         close(auc.auc[k], *v, 1e-8, "time-dependent AUC");
+        let ci = s.time_dependent_auc_intervals[k];
+        assert!(ci.value == auc.auc[k] && ci.lower < ci.value && ci.value < ci.upper);
     }
+    assert_eq!(s.time_dependent_auc_intervals.len(), auc.auc.len() + 1);
     assert_eq!(s.log_rank.len(), 1);
     assert_eq!(s.kaplan_meier_by_group.len(), 2);
     let page = render_html(&report, "survival");
@@ -304,7 +311,8 @@ fn survival_curves_and_training_censoring_through_the_pipeline() {
     let brier = s.brier_at_times.as_ref().unwrap();
     for (k, v) in fvec(&gold["brier"]).iter().enumerate() {
         assert_eq!(brier[k].0, times[k]);
-        close(brier[k].1, *v, 1e-8, "Brier, G on training data");
+        close(brier[k].1.value, *v, 1e-8, "Brier, G on training data");
+        assert!(brier[k].1.lower <= brier[k].1.value && brier[k].1.value <= brier[k].1.upper);
     }
     close(
         s.metrics["antolini_c"].value,

@@ -1,9 +1,13 @@
 //! `bedside demo`: the whole pipeline on a fresh synthetic cohort.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bedside_phantom::PhantomConfig;
+use anyhow::Context as _;
+use clap::Parser as _;
+
+use bedside_core::rng::Rng;
+use bedside_phantom::{BiasSpec, PhantomConfig};
 
 use crate::ui::Ctx;
 
@@ -12,40 +16,129 @@ use crate::ui::Ctx;
 #[command(after_help = "Examples:
   bedside demo                     # writes ./bedside-demo
   bedside demo /tmp/demo --force   # replace a previous demo there
-  bedside demo --patients 200      # the full-size cohort (slower)
+  bedside demo --patients 600      # a larger cohort (slower)
+  bedside demo --bias none         # no injected label noise
 
-Stages run now: synth (phantom cohort). Each later stage (curate, train, evaluate, explain)
-joins the demo as it lands.")]
+Stages: synth (phantom cohort with label noise injected into one subgroup), then evaluate:
+a reference reader (EF traced from the ground-truth ventricle, with reader noise) scored against
+the recorded labels, with bootstrap CIs and a subgroup audit that should find the injected noise.
+Training, explanation and curation join the demo as they land.")]
 pub struct Args {
     /// Working folder for everything the demo makes.
     #[arg(default_value = "bedside-demo")]
     pub dir: PathBuf,
-    /// Patients in the phantom cohort (the demo keeps images small to stay within minutes).
-    #[arg(long, default_value_t = 120)]
+    /// Patients in the phantom cohort (the demo keeps images at 240x320 to stay within minutes).
+    #[arg(long, default_value_t = 200)]
     pub patients: usize,
-    /// Seed of the phantom cohort.
+    /// Seed of the phantom cohort and of the reference reader.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Label noise injected into a subgroup (COLUMN=VALUE:NOISE), or `none`.
+    #[arg(long, default_value = "sex=F:0.25")]
+    pub bias: String,
+    /// Bootstrap replicates of the evaluation.
+    #[arg(long, default_value_t = 500)]
+    pub bootstrap: usize,
     /// Replace a previous demo in the folder.
     #[arg(long)]
     pub force: bool,
 }
 
+/// Wraps `bedside evaluate`'s arguments so the demo can run it as a user would.
+#[derive(clap::Parser, Debug)]
+struct EvaluateCommand {
+    #[command(flatten)]
+    args: super::evaluate::Args,
+}
+
 /// Runs the demo.
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     let start = Instant::now();
+    let bias = match args.bias.as_str() {
+        "none" | "" => Vec::new(),
+        text => vec![BiasSpec::parse(text).map_err(crate::ui::Exit::invalid)?],
+    };
     ctx.say(format!("Bedside demo in {}", args.dir.display()));
-    ctx.say("[1/1] synth: phantom echocardiography cohort");
+    ctx.say("[1/2] synth: phantom echocardiography cohort");
     let config = PhantomConfig {
         seed: args.seed,
         patients: args.patients,
         rows: 240,
         columns: 320,
+        bias: bias.clone(),
         ..PhantomConfig::default()
     };
     let cohort_dir = args.dir.join("cohort");
     let summary = super::synth::phantom(&config, &cohort_dir, args.force, ctx)?;
     super::synth::print_summary(&summary, ctx);
+
+    ctx.say("");
+    ctx.say(
+        "[2/2] evaluate: reference reader against the recorded labels (validation + test patients)",
+    );
+    let reader_dir = args.dir.join("reference-reader");
+    let predictions = reader_dir.join("predictions.csv");
+    let rows = reference_reader(&cohort_dir.join("studies.csv"), &predictions, args.seed)?;
+    let eval_dir = args.dir.join("evaluation");
+    let text_args: Vec<String> = [
+        "evaluate",
+        &predictions.display().to_string(),
+        "--manifest",
+        &cohort_dir.join("studies.csv").display().to_string(),
+        "--id",
+        "study_key",
+        "--patient",
+        "patient_key",
+        "--score",
+        "prob_reduced_ef",
+        "--label",
+        "reduced_ef_observed",
+        "--time",
+        "time_days",
+        "--event",
+        "event",
+        "--risk",
+        "risk",
+        "--target",
+        "ef_observed",
+        "--predicted",
+        "ef_pred",
+        "--uncertainty",
+        "uncertainty",
+        "--group",
+        "sex",
+        "--group",
+        "site",
+        "--min-group-patients",
+        "10",
+        "--bootstrap",
+        &args.bootstrap.to_string(),
+        "--seed",
+        &args.seed.to_string(),
+        "--out",
+        &eval_dir.display().to_string(),
+        "--title",
+        "Bedside demo: reference reader on the phantom cohort",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let eval = EvaluateCommand::try_parse_from(&text_args)
+        .context("building the demo's evaluate arguments")?;
+    ctx.say(format!("  {rows} studies scored by the reference reader"));
+    super::evaluate::run(eval.args, ctx)?;
+    if let Some(b) = bias.first() {
+        ctx.say(format!(
+            "  label noise was injected into {} ({}% of its labels flipped at random); AUROC by group:",
+            b.group,
+            (b.noise * 100.0).round()
+        ));
+        let column = b.column_value().map(|(c, _)| c).unwrap_or_default();
+        for line in group_auroc(&eval_dir.join("evaluation.json"), column)? {
+            ctx.say(format!("    {line}"));
+        }
+    }
+
     ctx.say("");
     ctx.say(format!(
         "Demo finished in {:.1} s. What it made:",
@@ -55,5 +148,88 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         "  {}  synthetic cohort (DICOM + ground truth)",
         cohort_dir.display()
     ));
+    ctx.say(format!(
+        "  {}  reference-reader predictions",
+        predictions.display()
+    ));
+    ctx.say(format!(
+        "  {}  evaluation report (HTML) and numbers (JSON)",
+        eval_dir.join("evaluation.html").display()
+    ));
     Ok(())
+}
+
+/// Per-group AUROC lines (with 95% CI) of one grouping in the evaluation JSON.
+fn group_auroc(json: &Path, column: &str) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read(json).with_context(|| format!("reading {}", json.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&text)?;
+    let mut out = Vec::new();
+    for grouping in v["subgroups"].as_array().into_iter().flatten() {
+        if grouping["grouping"].as_str() != Some(column) {
+            continue;
+        }
+        for row in grouping["rows"].as_array().into_iter().flatten() {
+            let m = &row["metrics"]["auroc"];
+            if let (Some(g), Some(value)) = (row["group"].as_str(), m["value"].as_f64()) {
+                out.push(format!(
+                    "{g:<12} AUROC {value:.3} ({:.3} to {:.3}), {} patients",
+                    m["lower"].as_f64().unwrap_or(f64::NAN),
+                    m["upper"].as_f64().unwrap_or(f64::NAN),
+                    row["patients"].as_u64().unwrap_or(0)
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes predictions of a reference reader for every validation and test study: the EF traced
+/// from the ground-truth ventricle (`clip_ef`) plus reader noise (SD 3 points), turned into a
+/// probability of reduced EF, an EF estimate, a risk score and an uncertainty. Returns the row
+/// count.
+fn reference_reader(studies: &Path, out: &Path, seed: u64) -> anyhow::Result<usize> {
+    let mut reader = csv::Reader::from_path(studies)
+        .with_context(|| format!("reading {}", studies.display()))?;
+    let headers = reader.headers()?.clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{} has no column {name}", studies.display()))
+    };
+    let (key, split, clip_ef) = (col("study_key")?, col("split")?, col("clip_ef")?);
+    let mut rng = Rng::seed_from(seed).fork(0x00EE_DE40);
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "study_key",
+        "prob_reduced_ef",
+        "ef_pred",
+        "risk",
+        "uncertainty",
+    ])?;
+    let mut rows = 0;
+    for record in reader.records() {
+        let record = record?;
+        if record.get(split) == Some("train") {
+            continue;
+        }
+        let ef: f64 = record
+            .get(clip_ef)
+            .and_then(|v| v.parse().ok())
+            .context("clip_ef is not a number")?;
+        let measured = ef + rng.normal_with(0.0, 3.0);
+        let prob = 1.0 / (1.0 + ((measured - 40.0) / 3.0).exp());
+        w.write_record([
+            record.get(key).unwrap_or_default().to_string(),
+            format!("{prob:.6}"),
+            format!("{measured:.3}"),
+            format!("{:.6}", (55.0 - measured) / 10.0),
+            format!("{:.6}", 4.0 * prob * (1.0 - prob)),
+        ])?;
+        rows += 1;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    bedside_core::fsio::write_atomic(out, &bytes)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(rows)
 }

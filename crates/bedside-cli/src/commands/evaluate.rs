@@ -29,9 +29,9 @@ use crate::ui::{Ctx, Exit};
 
 Writes <out>/evaluation.html (self-contained: inline SVG, no network) and <out>/evaluation.json.")]
 pub struct Args {
-    /// Prediction table (CSV with a header row).
+    /// Prediction table (CSV with a header row, or Parquet by its .parquet extension).
     pub predictions: PathBuf,
-    /// Manifest with labels and group columns (CSV), joined to the predictions by --id.
+    /// Manifest with labels and group columns (CSV or Parquet), joined to the predictions by --id.
     #[arg(long, short = 'm')]
     pub manifest: Option<PathBuf>,
     /// Column that identifies a row in both tables.
@@ -68,7 +68,7 @@ pub struct Args {
     /// score, integrated Brier score and Antolini's concordance.
     #[arg(long)]
     pub survival_prefix: Option<String>,
-    /// Training table (CSV with the same --time/--event columns) to fit the censoring
+    /// Training table (CSV/Parquet with the same --time/--event columns) to fit the censoring
     /// distribution on, as scikit-survival does; default: the evaluated data.
     #[arg(long)]
     pub censoring_from: Option<PathBuf>,
@@ -269,7 +269,7 @@ fn summarise(report: &EvalReport, ctx: &Ctx) {
         ctx.say(line);
     }
     if let Some(u) = &report.uncertainty {
-        let mut line = format!("referral: AURC {:.4}", u.aurc);
+        let mut line = format!("referral: AURC {:.4}", u.aurc.value);
         if let Some(p) = &u.at_target_accuracy {
             line.push_str(&format!(
                 "; accuracy {:.3} keeping {:.1}% of cases",
