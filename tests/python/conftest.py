@@ -14,10 +14,10 @@ def bedside_binary() -> pathlib.Path:
     env = os.environ.get("BEDSIDE_BIN")
     if env:
         return pathlib.Path(env)
-    for profile in ("release", "debug"):
-        p = ROOT / "target" / profile / "bedside"
-        if p.exists():
-            return p
+    built = [ROOT / "target" / profile / "bedside" for profile in ("release", "debug")]
+    built = [p for p in built if p.exists()]
+    if built:
+        return max(built, key=lambda p: p.stat().st_mtime)  # the freshest build
     pytest.fail("bedside binary not found: build it (cargo build --release -p bedside-cli) or set BEDSIDE_BIN")
 
 

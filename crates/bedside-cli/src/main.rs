@@ -36,6 +36,8 @@ enum Command {
     /// Generate synthetic data (a phantom echocardiography cohort as DICOM).
     #[command(subcommand)]
     Synth(commands::synth::SynthCommand),
+    /// Curate DICOM: de-identify headers, remove burned-in text, metadata table, arrays.
+    Curate(Box<commands::curate::Args>),
     /// Run the whole pipeline on a fresh synthetic cohort and say what it made.
     Demo(commands::demo::Args),
     /// Evaluate predictions: metrics with CIs, survival, calibration, subgroups, fairness, referral.
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
     let ctx = ui::Ctx::init(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Synth(cmd) => commands::synth::run(cmd, &ctx),
+        Command::Curate(args) => commands::curate::run(*args, &ctx),
         Command::Demo(args) => commands::demo::run(args, &ctx),
         Command::Evaluate(args) => commands::evaluate::run(*args, &ctx),
     };

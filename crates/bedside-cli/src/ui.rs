@@ -13,6 +13,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Invalid configuration or input, detected before any work was done.
     pub const INVALID_INPUT: u8 = 3;
+    /// The run finished, but some inputs were skipped (see the run's report).
+    pub const PARTIAL: u8 = 4;
 }
 
 /// An error that carries its own exit code.

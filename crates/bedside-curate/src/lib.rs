@@ -20,6 +20,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod arrays;
+pub mod ingest;
 pub mod metadata;
+pub mod pipeline;
 pub mod pixels;
 pub mod scan_area;

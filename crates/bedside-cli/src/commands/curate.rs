@@ -1,0 +1,195 @@
+//! `bedside curate`: de-identify DICOM, remove burned-in text, write the metadata table and
+//! ML-ready arrays.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use indicatif::ProgressBar;
+
+use bedside_curate::ingest::Shard;
+use bedside_curate::pipeline::{self, CurateOptions, PixelPolicy, Progress};
+use bedside_deid::{Deidentifier, Profile, SiteSecret};
+
+use crate::ui::{Ctx, Exit, exit};
+
+/// Curate DICOM: headers, burned-in text, metadata table, arrays.
+#[derive(clap::Args, Debug)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:
+  bedside curate raw/ -o curated/
+  bedside curate exports/*.zip scans.tar.gz -o curated/ --profile profile.toml
+  bedside curate raw/ -o curated/ --shard 3/16          # one task of a job array
+  bedside curate merge curated/                          # join the shard tables
+  bedside curate raw/ -o curated/ --crosswalk /secure/crosswalk.csv
+
+Writes curated/dicom/<patient>/<study>/<series>/<instance>.dcm, metadata.csv, arrays/*.npy
+(+ .json sidecars), audit.jsonl, quarantine.csv and report.json. Inputs are never modified; a
+re-run skips inputs whose outputs are complete. The site secret that keys pseudonyms and date
+shifts lives in --secret-dir (default $BEDSIDE_SECRET_DIR, else ~/.bedside), never in outputs.
+Exit code 4 when some inputs were quarantined."
+)]
+pub struct Args {
+    /// Merge the tables of a sharded run.
+    #[command(subcommand)]
+    pub command: Option<CurateCommand>,
+    /// Input files, folders (recursive), .zip or .tar(.gz) archives.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output folder.
+    #[arg(long, short = 'o', required = true)]
+    pub out: Option<PathBuf>,
+    /// De-identification profile (TOML); default: the Basic Profile with date shifting.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Folder holding the site secret (created on first use).
+    #[arg(long, env = "BEDSIDE_SECRET_DIR")]
+    pub secret_dir: Option<PathBuf>,
+    /// Leave pixel data unchanged (no burned-in text removal).
+    #[arg(long)]
+    pub keep_pixels: bool,
+    /// Do not write arrays.
+    #[arg(long)]
+    pub no_arrays: bool,
+    /// Handle only shard I of N (0-based), e.g. 3/16; also read from Slurm array and
+    /// Kubernetes indexed-Job variables.
+    #[arg(long, value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
+    /// Write the original → pseudonym crosswalk to this file (outside the output folder).
+    #[arg(long)]
+    pub crosswalk: Option<PathBuf>,
+}
+
+/// Subcommands of `bedside curate`.
+#[derive(clap::Subcommand, Debug)]
+pub enum CurateCommand {
+    /// Join the tables written by the shards of a job array.
+    Merge {
+        /// The output folder the shards wrote to.
+        out: PathBuf,
+    },
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn start(&self, total: usize) {
+        self.0.set_length(total as u64);
+    }
+    fn item(&self) {
+        self.0.inc(1);
+    }
+}
+
+fn inside(path: &Path, folder: &Path) -> bool {
+    let abs = |p: &Path| {
+        p.canonicalize()
+            .or_else(|_| {
+                p.parent()
+                    .map(|d| d.canonicalize().map(|d| d.join(p.file_name().unwrap_or_default())))
+                    .unwrap_or_else(|| Ok(p.to_path_buf()))
+            })
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    abs(path).starts_with(abs(folder))
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
+    if let Some(CurateCommand::Merge { out }) = &args.command {
+        let rows = pipeline::merge(out).with_context(|| format!("merging {}", out.display()))?;
+        ctx.say(format!("merged shard tables in {}: {rows} metadata rows", out.display()));
+        return Ok(());
+    }
+    let Some(out) = args.out.clone() else {
+        return Err(Exit::invalid("--out is required").into());
+    };
+    let start = Instant::now();
+    let profile = match &args.profile {
+        Some(p) => Profile::load(p).map_err(|e| Exit::invalid(format!("profile {}: {e}", p.display())))?,
+        None => Profile::default(),
+    };
+    let secret_dir = args
+        .secret_dir
+        .clone()
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".bedside")))
+        .ok_or_else(|| Exit::invalid("no --secret-dir given and HOME is not set"))?;
+    if inside(&secret_dir, &out) {
+        return Err(Exit::invalid("the secret folder must not be inside the output folder").into());
+    }
+    if let Some(c) = &args.crosswalk
+        && inside(c, &out)
+    {
+        return Err(Exit::invalid("the crosswalk must be written outside the output folder").into());
+    }
+    let shard = match args.shard {
+        Some(s) => s,
+        None => match Shard::from_env(|k| std::env::var(k).ok()) {
+            Some(r) => r.map_err(Exit::invalid)?,
+            None => Shard::ALL,
+        },
+    };
+    let secret = SiteSecret::load_or_create(&secret_dir)
+        .with_context(|| format!("site secret in {}", secret_dir.display()))?;
+    let mut deidentifier = Deidentifier::new(profile, secret).context("preparing the profile")?;
+    if args.crosswalk.is_some() {
+        deidentifier = deidentifier.with_crosswalk();
+    }
+    let options = CurateOptions {
+        deidentifier,
+        pixels: if args.keep_pixels { PixelPolicy::Keep } else { PixelPolicy::CleanUltrasound },
+        arrays: !args.no_arrays,
+        shard,
+    };
+    let bar = ctx.progress(0, "curate");
+    bar.set_message("inputs");
+    let summary = pipeline::run(&args.inputs, &out, &options, &Bar(bar.clone()));
+    bar.finish_and_clear();
+    let summary = match summary {
+        Err(e @ bedside_curate::pipeline::CurateError::Overlap(_)) => return Err(Exit::invalid(e.to_string()).into()),
+        other => other.with_context(|| format!("curating into {}", out.display()))?,
+    };
+    if let Some(c) = &args.crosswalk {
+        options
+            .deidentifier
+            .take_crosswalk()
+            .write_csv(c)
+            .with_context(|| format!("writing the crosswalk {}", c.display()))?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    ctx.say(format!("Curated into {} in {secs:.1} s", out.display()));
+    if shard.count > 1 {
+        ctx.say(format!("  shard {}/{} (run `bedside curate merge` when all shards are done)", shard.index, shard.count));
+    }
+    ctx.say(format!(
+        "  inputs {:>6}   handled {}   curated {}   resumed {}   quarantined {}",
+        summary.inputs,
+        summary.handled,
+        summary.curated,
+        summary.resumed,
+        summary.quarantined.values().sum::<usize>()
+    ));
+    ctx.say(format!(
+        "  burned-in text removed from {} ultrasound objects; {} arrays written",
+        summary.pixels_cleaned, summary.arrays
+    ));
+    ctx.say(format!(
+        "  {:.1} MB in, {:.1} MB out, {:.0} files/s",
+        summary.bytes_in as f64 / 1e6,
+        summary.bytes_out as f64 / 1e6,
+        summary.handled as f64 / secs.max(1e-9)
+    ));
+    for (reason, n) in &summary.quarantined {
+        ctx.say(format!("  quarantined {n:>5}: {reason}"));
+    }
+    for f in summary.array_failures.iter().take(5) {
+        ctx.say(format!("  array not written: {f}"));
+    }
+    ctx.say(format!("  see {}/report.json, audit.jsonl, quarantine.csv", out.display()));
+    if summary.quarantined.values().sum::<usize>() > 0 {
+        return Err(Exit { code: exit::PARTIAL, message: "some inputs were quarantined (see quarantine.csv)".into() }.into());
+    }
+    Ok(())
+}

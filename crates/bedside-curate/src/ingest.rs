@@ -1,0 +1,340 @@
+//! Finding the inputs of a curation run: folders (recursive), single files, zip archives and
+//! tar archives (plain or gzip-compressed). Inputs are only ever read.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Where one candidate file comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file on disk.
+    File(PathBuf),
+    /// A member of a zip archive (read on demand).
+    ZipMember {
+        /// The archive.
+        archive: PathBuf,
+        /// Index of the member in the archive.
+        index: usize,
+        /// Name of the member inside the archive.
+        name: String,
+    },
+    /// A member of a tar archive, unpacked to a staging folder first (tar has no index, and
+    /// unpacking once keeps memory bounded by one member).
+    TarMember {
+        /// The archive.
+        archive: PathBuf,
+        /// Name of the member inside the archive.
+        name: String,
+        /// The unpacked copy.
+        staged: PathBuf,
+    },
+}
+
+impl Source {
+    /// A stable, human-readable name: the path, or `archive!member`.
+    pub fn label(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::ZipMember { archive, name, .. } | Source::TarMember { archive, name, .. } => {
+                format!("{}!{name}", archive.display())
+            }
+        }
+    }
+
+    /// Reads the whole file (memory bounded by this file's size).
+    pub fn read(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Source::File(p) | Source::TarMember { staged: p, .. } => std::fs::read(p),
+            Source::ZipMember { archive, index, .. } => {
+                let file = std::fs::File::open(archive)?;
+                let mut zip = zip::ZipArchive::new(file).map_err(std::io::Error::other)?;
+                let mut member = zip.by_index(*index).map_err(std::io::Error::other)?;
+                let mut out = Vec::with_capacity(member.size().min(1 << 30) as usize);
+                member.read_to_end(&mut out)?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// An input that could not be opened or listed, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// What it was.
+    pub label: String,
+    /// Why it could not be used.
+    pub reason: String,
+}
+
+/// What a discovery found.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    /// Candidate files, in a stable order (sorted by label).
+    pub sources: Vec<Source>,
+    /// Inputs that could not be read or listed.
+    pub unreadable: Vec<Unreadable>,
+}
+
+fn is_zip(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+}
+
+fn tar_kind(p: &Path) -> Option<bool> {
+    let name = p.file_name()?.to_string_lossy().to_ascii_lowercase();
+    if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        Some(true)
+    } else if name.ends_with(".tar") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Lists every candidate file under `inputs`, unpacking tar members into `staging`.
+pub fn discover(inputs: &[PathBuf], staging: &Path) -> Discovery {
+    let mut d = Discovery::default();
+    let mut stack: Vec<PathBuf> = inputs.to_vec();
+    while let Some(path) = stack.pop() {
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                d.unreadable.push(Unreadable { label: path.display().to_string(), reason: e.to_string() });
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            match std::fs::read_dir(&path) {
+                Ok(entries) => {
+                    for e in entries.flatten() {
+                        stack.push(e.path());
+                    }
+                }
+                Err(e) => d.unreadable.push(Unreadable { label: path.display().to_string(), reason: e.to_string() }),
+            }
+        } else if meta.file_type().is_symlink() {
+            // Followed only when it points at a file: a link loop cannot trap the walk.
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => classify(&path, staging, &mut d),
+                _ => d.unreadable.push(Unreadable {
+                    label: path.display().to_string(),
+                    reason: "symbolic link to a folder or to nothing (not followed)".into(),
+                }),
+            }
+        } else if meta.is_file() {
+            classify(&path, staging, &mut d);
+        }
+    }
+    d.sources.sort_by_key(|s| s.label());
+    d.unreadable.sort_by(|a, b| a.label.cmp(&b.label));
+    d
+}
+
+fn classify(path: &Path, staging: &Path, d: &mut Discovery) {
+    if is_zip(path) {
+        list_zip(path, d);
+    } else if let Some(gz) = tar_kind(path) {
+        unpack_tar(path, gz, staging, d);
+    } else {
+        d.sources.push(Source::File(path.to_path_buf()));
+    }
+}
+
+fn list_zip(path: &Path, d: &mut Discovery) {
+    let opened = std::fs::File::open(path)
+        .map_err(|e| e.to_string())
+        .and_then(|f| zip::ZipArchive::new(f).map_err(|e| e.to_string()));
+    let mut zip = match opened {
+        Ok(z) => z,
+        Err(reason) => {
+            d.unreadable.push(Unreadable { label: path.display().to_string(), reason: format!("unreadable zip archive: {reason}") });
+            return;
+        }
+    };
+    for index in 0..zip.len() {
+        match zip.by_index(index) {
+            Ok(m) if m.is_file() => d.sources.push(Source::ZipMember {
+                archive: path.to_path_buf(),
+                index,
+                name: m.name().map(|n| n.to_string()).unwrap_or_else(|_| format!("#{index}")),
+            }),
+            Ok(_) => {}
+            Err(e) => d.unreadable.push(Unreadable {
+                label: format!("{}!#{index}", path.display()),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+fn unpack_tar(path: &Path, gz: bool, staging: &Path, d: &mut Discovery) {
+    let label = path.display().to_string();
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            d.unreadable.push(Unreadable { label, reason: e.to_string() });
+            return;
+        }
+    };
+    let reader: Box<dyn Read> = if gz { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
+    let mut archive = tar::Archive::new(reader);
+    // One folder per archive, named by a hash of its path, so two archives never collide.
+    let folder = staging.join(format!("{:016x}", fnv(label.as_bytes())));
+    let entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            d.unreadable.push(Unreadable { label, reason: format!("unreadable tar archive: {e}") });
+            return;
+        }
+    };
+    for (k, entry) in entries.enumerate() {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                d.unreadable.push(Unreadable { label: format!("{label}!#{k}"), reason: e.to_string() });
+                break; // a broken tar stream cannot be resynchronised
+            }
+        };
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path().map(|p| p.display().to_string()).unwrap_or_else(|_| format!("#{k}"));
+        // Members are staged under a numbered name: archive paths ("../x", absolute paths)
+        // never choose where a file is written.
+        let staged = folder.join(format!("{k:08}"));
+        let result = std::fs::create_dir_all(&folder).and_then(|_| {
+            let mut out = std::fs::File::create(&staged)?;
+            std::io::copy(&mut entry, &mut out).map(|_| ())
+        });
+        match result {
+            Ok(()) => d.sources.push(Source::TarMember { archive: path.to_path_buf(), name, staged }),
+            Err(e) => d.unreadable.push(Unreadable { label: format!("{label}!{name}"), reason: e.to_string() }),
+        }
+    }
+}
+
+/// FNV-1a, for stable names and shard assignment (not for security).
+pub fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h
+}
+
+/// One shard of a job array: this process handles items whose stable hash falls in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard (0-based).
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+}
+
+impl Shard {
+    /// The whole input.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `I/N` (0-based `I`).
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let (i, n) = text.split_once('/').ok_or_else(|| format!("`{text}`: expected I/N, e.g. 0/8"))?;
+        let index: u32 = i.trim().parse().map_err(|_| format!("`{i}` is not a shard number"))?;
+        let count: u32 = n.trim().parse().map_err(|_| format!("`{n}` is not a shard count"))?;
+        if count == 0 || index >= count {
+            return Err(format!("shard {index}/{count}: need 0 <= I < N"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The shard given by a job scheduler's environment: Slurm job arrays
+    /// (`SLURM_ARRAY_TASK_ID`, `SLURM_ARRAY_TASK_COUNT`, `SLURM_ARRAY_TASK_MIN`) or Kubernetes
+    /// indexed Jobs (`JOB_COMPLETION_INDEX` with `BEDSIDE_SHARD_COUNT`).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Option<Result<Shard, String>> {
+        let num = |k: &str| get(k).and_then(|v| v.trim().parse::<u32>().ok());
+        if let (Some(id), Some(count)) = (num("SLURM_ARRAY_TASK_ID"), num("SLURM_ARRAY_TASK_COUNT")) {
+            let min = num("SLURM_ARRAY_TASK_MIN").unwrap_or(0);
+            return Some(Shard::parse(&format!("{}/{count}", id.saturating_sub(min))));
+        }
+        if let Some(index) = num("JOB_COMPLETION_INDEX") {
+            return Some(match num("BEDSIDE_SHARD_COUNT") {
+                Some(count) => Shard::parse(&format!("{index}/{count}")),
+                None => Err("JOB_COMPLETION_INDEX is set but BEDSIDE_SHARD_COUNT is not".into()),
+            });
+        }
+        None
+    }
+
+    /// Whether this shard handles the item labelled `label`.
+    pub fn owns(&self, label: &str) -> bool {
+        self.count <= 1 || fnv(label.as_bytes()) % self.count as u64 == self.index as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_items() {
+        let labels: Vec<String> = (0..1000).map(|i| format!("in/{i}.dcm")).collect();
+        let shards: Vec<Shard> = (0..4).map(|i| Shard::parse(&format!("{i}/4")).unwrap()).collect();
+        for l in &labels {
+            assert_eq!(shards.iter().filter(|s| s.owns(l)).count(), 1);
+        }
+        let first = labels.iter().filter(|l| shards[0].owns(l)).count();
+        assert!((200..300).contains(&first), "{first}");
+        assert!(Shard::parse("4/4").is_err() && Shard::parse("x").is_err());
+    }
+
+    #[test]
+    fn scheduler_environments() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let s = Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_COUNT", "8"), ("SLURM_ARRAY_TASK_MIN", "1")]));
+        assert_eq!(s, Some(Ok(Shard { index: 4, count: 8 })));
+        let k = Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "2"), ("BEDSIDE_SHARD_COUNT", "3")]));
+        assert_eq!(k, Some(Ok(Shard { index: 2, count: 3 })));
+        assert!(matches!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "2")])), Some(Err(_))));
+        assert_eq!(Shard::from_env(env(&[])), None);
+    }
+
+    #[test]
+    fn finds_files_in_folders_zips_and_tarballs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("in");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/one.dcm"), b"1").unwrap();
+        std::fs::write(root.join("two"), b"2").unwrap();
+        {
+            let f = std::fs::File::create(root.join("set.zip")).unwrap();
+            let mut z = zip::ZipWriter::new(f);
+            z.start_file("x/three.dcm", zip::write::SimpleFileOptions::default()).unwrap();
+            std::io::Write::write_all(&mut z, b"3").unwrap();
+            z.finish().unwrap();
+        }
+        {
+            let f = std::fs::File::create(root.join("set.tar.gz")).unwrap();
+            let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+            let mut t = tar::Builder::new(gz);
+            let mut h = tar::Header::new_gnu();
+            // A hostile member name, written raw (the builder itself refuses `..`).
+            let name = b"../evil/four.dcm";
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+            h.set_size(1);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            t.append(&h, &b"4"[..]).unwrap();
+            t.into_inner().unwrap().finish().unwrap();
+        }
+        std::fs::write(root.join("broken.zip"), b"not a zip").unwrap();
+        let staging = tmp.path().join("staging");
+        let d = discover(&[root.clone()], &staging);
+        let mut contents: Vec<Vec<u8>> = d.sources.iter().map(|s| s.read().unwrap()).collect();
+        contents.sort();
+        assert_eq!(contents, vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec(), b"4".to_vec()]);
+        assert_eq!(d.unreadable.len(), 1);
+        assert!(d.unreadable[0].reason.contains("zip"));
+        assert!(!tmp.path().join("evil").exists());
+    }
+}
