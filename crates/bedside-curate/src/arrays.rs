@@ -86,11 +86,19 @@ impl Member {
             sop_instance_uid: obj
                 .element(tags::SOP_INSTANCE_UID)
                 .ok()
-                .and_then(|e| e.to_str().ok().map(|s| s.trim_end_matches('\0').to_string()))
+                .and_then(|e| {
+                    e.to_str()
+                        .ok()
+                        .map(|s| s.trim_end_matches('\0').to_string())
+                })
                 .unwrap_or_default(),
-            temporal: float(tags::TEMPORAL_POSITION_IDENTIFIER).or_else(|| float(tags::TRIGGER_TIME)),
+            temporal: float(tags::TEMPORAL_POSITION_IDENTIFIER)
+                .or_else(|| float(tags::TRIGGER_TIME)),
             slice_position,
-            instance_number: obj.element(tags::INSTANCE_NUMBER).ok().and_then(|e| e.to_int::<i64>().ok()),
+            instance_number: obj
+                .element(tags::INSTANCE_NUMBER)
+                .ok()
+                .and_then(|e| e.to_int::<i64>().ok()),
             path,
         }
     }
@@ -103,7 +111,11 @@ pub fn acquisition_order(members: &mut [Member]) {
         key(a.temporal)
             .total_cmp(&key(b.temporal))
             .then(key(a.slice_position).total_cmp(&key(b.slice_position)))
-            .then(a.instance_number.unwrap_or(i64::MAX).cmp(&b.instance_number.unwrap_or(i64::MAX)))
+            .then(
+                a.instance_number
+                    .unwrap_or(i64::MAX)
+                    .cmp(&b.instance_number.unwrap_or(i64::MAX)),
+            )
             .then(a.sop_instance_uid.cmp(&b.sop_instance_uid))
     });
 }
@@ -149,10 +161,15 @@ pub fn write_series(members: &[Member], dir: &Path, name: &str) -> Result<Sideca
     let mut positions = Vec::new();
     let mut instances = Vec::new();
     for m in members {
-        let member_err = |message: String| ArrayError::Member { file: m.path.clone(), message };
+        let member_err = |message: String| ArrayError::Member {
+            file: m.path.clone(),
+            message,
+        };
         let bytes = std::fs::read(&m.path).map_err(|e| member_err(e.to_string()))?;
         let obj = bedside_dicom::read::read_bytes(&bytes).map_err(|e| member_err(e.to_string()))?;
-        let decoded = obj.decode_pixel_data().map_err(|e| member_err(e.to_string()))?;
+        let decoded = obj
+            .decode_pixel_data()
+            .map_err(|e| member_err(e.to_string()))?;
         let g = (
             decoded.rows(),
             decoded.columns(),
@@ -171,7 +188,10 @@ pub fn write_series(members: &[Member], dir: &Path, name: &str) -> Result<Sideca
             Some(_) => {}
         }
         if !(g.3 == 8 || g.3 == 16) || !(g.2 == 1 || g.2 == 3) {
-            return Err(ArrayError::Unsupported(format!("{}-bit, {} samples", g.3, g.2)));
+            return Err(ArrayError::Unsupported(format!(
+                "{}-bit, {} samples",
+                g.3, g.2
+            )));
         }
         let plane = (g.0 * g.1) as usize;
         let spp = g.2 as usize;
@@ -180,7 +200,10 @@ pub fn write_series(members: &[Member], dir: &Path, name: &str) -> Result<Sideca
         let raw = decoded.data();
         let need = frames * plane * spp * bps;
         if raw.len() < need {
-            return Err(member_err(format!("decoded {} bytes, expected {need}", raw.len())));
+            return Err(member_err(format!(
+                "decoded {} bytes, expected {need}",
+                raw.len()
+            )));
         }
         if spp == 3 && decoded.planar_configuration() == PlanarConfiguration::PixelFirst {
             // Interleave colour planes so every array is [.., rows, columns, 3].
@@ -201,8 +224,14 @@ pub fn write_series(members: &[Member], dir: &Path, name: &str) -> Result<Sideca
         instances.extend(std::iter::repeat_n(m.sop_instance_uid.clone(), frames));
         if sidecar.is_none() {
             let record = crate::metadata::extract(&obj);
-            let slope = obj.element(tags::RESCALE_SLOPE).ok().and_then(|e| e.to_float64().ok());
-            let intercept = obj.element(tags::RESCALE_INTERCEPT).ok().and_then(|e| e.to_float64().ok());
+            let slope = obj
+                .element(tags::RESCALE_SLOPE)
+                .ok()
+                .and_then(|e| e.to_float64().ok());
+            let intercept = obj
+                .element(tags::RESCALE_INTERCEPT)
+                .ok()
+                .and_then(|e| e.to_float64().ok());
             sidecar = Some(Sidecar {
                 array: format!("{name}.npy"),
                 series_instance_uid: record.series_instance_uid,
@@ -236,20 +265,30 @@ pub fn write_series(members: &[Member], dir: &Path, name: &str) -> Result<Sideca
     }
     let npy_path = dir.join(format!("{name}.npy"));
     bedside_core::fsio::write_atomic_with(&npy_path, |w| npy::write_npy(w, dtype, &shape, &data))
-        .map_err(|source| ArrayError::Io { path: npy_path.clone(), source })?;
+        .map_err(|source| ArrayError::Io {
+        path: npy_path.clone(),
+        source,
+    })?;
     side.shape = shape;
     side.dtype = match dtype {
         Dtype::U8 => "uint8",
         Dtype::I16 => "int16",
         _ => "uint16",
     };
-    side.slice_positions_mm = if positions.iter().any(Option::is_some) { positions } else { Vec::new() };
+    side.slice_positions_mm = if positions.iter().any(Option::is_some) {
+        positions
+    } else {
+        Vec::new()
+    };
     side.instances = instances;
     let json_path = dir.join(format!("{name}.json"));
     let text = serde_json::to_vec_pretty(&side).map_err(|e| ArrayError::Io {
         path: json_path.clone(),
         source: std::io::Error::other(e),
     })?;
-    bedside_core::fsio::write_atomic(&json_path, &text).map_err(|source| ArrayError::Io { path: json_path, source })?;
+    bedside_core::fsio::write_atomic(&json_path, &text).map_err(|source| ArrayError::Io {
+        path: json_path,
+        source,
+    })?;
     Ok(side)
 }

@@ -98,7 +98,10 @@ pub fn discover(inputs: &[PathBuf], staging: &Path) -> Discovery {
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) => {
-                d.unreadable.push(Unreadable { label: path.display().to_string(), reason: e.to_string() });
+                d.unreadable.push(Unreadable {
+                    label: path.display().to_string(),
+                    reason: e.to_string(),
+                });
                 continue;
             }
         };
@@ -109,7 +112,10 @@ pub fn discover(inputs: &[PathBuf], staging: &Path) -> Discovery {
                         stack.push(e.path());
                     }
                 }
-                Err(e) => d.unreadable.push(Unreadable { label: path.display().to_string(), reason: e.to_string() }),
+                Err(e) => d.unreadable.push(Unreadable {
+                    label: path.display().to_string(),
+                    reason: e.to_string(),
+                }),
             }
         } else if meta.file_type().is_symlink() {
             // Followed only when it points at a file: a link loop cannot trap the walk.
@@ -146,7 +152,10 @@ fn list_zip(path: &Path, d: &mut Discovery) {
     let mut zip = match opened {
         Ok(z) => z,
         Err(reason) => {
-            d.unreadable.push(Unreadable { label: path.display().to_string(), reason: format!("unreadable zip archive: {reason}") });
+            d.unreadable.push(Unreadable {
+                label: path.display().to_string(),
+                reason: format!("unreadable zip archive: {reason}"),
+            });
             return;
         }
     };
@@ -155,7 +164,10 @@ fn list_zip(path: &Path, d: &mut Discovery) {
             Ok(m) if m.is_file() => d.sources.push(Source::ZipMember {
                 archive: path.to_path_buf(),
                 index,
-                name: m.name().map(|n| n.to_string()).unwrap_or_else(|_| format!("#{index}")),
+                name: m
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|_| format!("#{index}")),
             }),
             Ok(_) => {}
             Err(e) => d.unreadable.push(Unreadable {
@@ -171,18 +183,28 @@ fn unpack_tar(path: &Path, gz: bool, staging: &Path, d: &mut Discovery) {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => {
-            d.unreadable.push(Unreadable { label, reason: e.to_string() });
+            d.unreadable.push(Unreadable {
+                label,
+                reason: e.to_string(),
+            });
             return;
         }
     };
-    let reader: Box<dyn Read> = if gz { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
     let mut archive = tar::Archive::new(reader);
     // One folder per archive, named by a hash of its path, so two archives never collide.
     let folder = staging.join(format!("{:016x}", fnv(label.as_bytes())));
     let entries = match archive.entries() {
         Ok(e) => e,
         Err(e) => {
-            d.unreadable.push(Unreadable { label, reason: format!("unreadable tar archive: {e}") });
+            d.unreadable.push(Unreadable {
+                label,
+                reason: format!("unreadable tar archive: {e}"),
+            });
             return;
         }
     };
@@ -190,14 +212,20 @@ fn unpack_tar(path: &Path, gz: bool, staging: &Path, d: &mut Discovery) {
         let mut entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                d.unreadable.push(Unreadable { label: format!("{label}!#{k}"), reason: e.to_string() });
+                d.unreadable.push(Unreadable {
+                    label: format!("{label}!#{k}"),
+                    reason: e.to_string(),
+                });
                 break; // a broken tar stream cannot be resynchronised
             }
         };
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let name = entry.path().map(|p| p.display().to_string()).unwrap_or_else(|_| format!("#{k}"));
+        let name = entry
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| format!("#{k}"));
         // Members are staged under a numbered name: archive paths ("../x", absolute paths)
         // never choose where a file is written.
         let staged = folder.join(format!("{k:08}"));
@@ -206,8 +234,15 @@ fn unpack_tar(path: &Path, gz: bool, staging: &Path, d: &mut Discovery) {
             std::io::copy(&mut entry, &mut out).map(|_| ())
         });
         match result {
-            Ok(()) => d.sources.push(Source::TarMember { archive: path.to_path_buf(), name, staged }),
-            Err(e) => d.unreadable.push(Unreadable { label: format!("{label}!{name}"), reason: e.to_string() }),
+            Ok(()) => d.sources.push(Source::TarMember {
+                archive: path.to_path_buf(),
+                name,
+                staged,
+            }),
+            Err(e) => d.unreadable.push(Unreadable {
+                label: format!("{label}!{name}"),
+                reason: e.to_string(),
+            }),
         }
     }
 }
@@ -237,9 +272,17 @@ impl Shard {
 
     /// Parses `I/N` (0-based `I`).
     pub fn parse(text: &str) -> Result<Shard, String> {
-        let (i, n) = text.split_once('/').ok_or_else(|| format!("`{text}`: expected I/N, e.g. 0/8"))?;
-        let index: u32 = i.trim().parse().map_err(|_| format!("`{i}` is not a shard number"))?;
-        let count: u32 = n.trim().parse().map_err(|_| format!("`{n}` is not a shard count"))?;
+        let (i, n) = text
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}`: expected I/N, e.g. 0/8"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{i}` is not a shard number"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{n}` is not a shard count"))?;
         if count == 0 || index >= count {
             return Err(format!("shard {index}/{count}: need 0 <= I < N"));
         }
@@ -251,7 +294,8 @@ impl Shard {
     /// indexed Jobs (`JOB_COMPLETION_INDEX` with `BEDSIDE_SHARD_COUNT`).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Option<Result<Shard, String>> {
         let num = |k: &str| get(k).and_then(|v| v.trim().parse::<u32>().ok());
-        if let (Some(id), Some(count)) = (num("SLURM_ARRAY_TASK_ID"), num("SLURM_ARRAY_TASK_COUNT")) {
+        if let (Some(id), Some(count)) = (num("SLURM_ARRAY_TASK_ID"), num("SLURM_ARRAY_TASK_COUNT"))
+        {
             let min = num("SLURM_ARRAY_TASK_MIN").unwrap_or(0);
             return Some(Shard::parse(&format!("{}/{count}", id.saturating_sub(min))));
         }
@@ -277,7 +321,9 @@ mod tests {
     #[test]
     fn shards_partition_the_items() {
         let labels: Vec<String> = (0..1000).map(|i| format!("in/{i}.dcm")).collect();
-        let shards: Vec<Shard> = (0..4).map(|i| Shard::parse(&format!("{i}/4")).unwrap()).collect();
+        let shards: Vec<Shard> = (0..4)
+            .map(|i| Shard::parse(&format!("{i}/4")).unwrap())
+            .collect();
         for l in &labels {
             assert_eq!(shards.iter().filter(|s| s.owns(l)).count(), 1);
         }
@@ -289,13 +335,28 @@ mod tests {
     #[test]
     fn scheduler_environments() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
-        let s = Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_COUNT", "8"), ("SLURM_ARRAY_TASK_MIN", "1")]));
+        let s = Shard::from_env(env(&[
+            ("SLURM_ARRAY_TASK_ID", "5"),
+            ("SLURM_ARRAY_TASK_COUNT", "8"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+        ]));
         assert_eq!(s, Some(Ok(Shard { index: 4, count: 8 })));
-        let k = Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "2"), ("BEDSIDE_SHARD_COUNT", "3")]));
+        let k = Shard::from_env(env(&[
+            ("JOB_COMPLETION_INDEX", "2"),
+            ("BEDSIDE_SHARD_COUNT", "3"),
+        ]));
         assert_eq!(k, Some(Ok(Shard { index: 2, count: 3 })));
-        assert!(matches!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "2")])), Some(Err(_))));
+        assert!(matches!(
+            Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "2")])),
+            Some(Err(_))
+        ));
         assert_eq!(Shard::from_env(env(&[])), None);
     }
 
@@ -309,7 +370,8 @@ mod tests {
         {
             let f = std::fs::File::create(root.join("set.zip")).unwrap();
             let mut z = zip::ZipWriter::new(f);
-            z.start_file("x/three.dcm", zip::write::SimpleFileOptions::default()).unwrap();
+            z.start_file("x/three.dcm", zip::write::SimpleFileOptions::default())
+                .unwrap();
             std::io::Write::write_all(&mut z, b"3").unwrap();
             z.finish().unwrap();
         }
@@ -329,10 +391,13 @@ mod tests {
         }
         std::fs::write(root.join("broken.zip"), b"not a zip").unwrap();
         let staging = tmp.path().join("staging");
-        let d = discover(&[root.clone()], &staging);
+        let d = discover(std::slice::from_ref(&root), &staging);
         let mut contents: Vec<Vec<u8>> = d.sources.iter().map(|s| s.read().unwrap()).collect();
         contents.sort();
-        assert_eq!(contents, vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec(), b"4".to_vec()]);
+        assert_eq!(
+            contents,
+            vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec(), b"4".to_vec()]
+        );
         assert_eq!(d.unreadable.len(), 1);
         assert!(d.unreadable[0].reason.contains("zip"));
         assert!(!tmp.path().join("evil").exists());

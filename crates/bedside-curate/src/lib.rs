@@ -23,6 +23,7 @@
 pub mod arrays;
 pub mod ingest;
 pub mod metadata;
+pub mod ocr;
 pub mod pipeline;
 pub mod pixels;
 pub mod scan_area;

@@ -72,6 +72,8 @@ pub struct CurateOptions {
     pub pixels: PixelPolicy,
     /// Write arrays per series.
     pub arrays: bool,
+    /// Read static text inside the scan area and blank what the policy selects (None: off).
+    pub ocr: Option<crate::ocr::TextPolicy>,
     /// This process's shard.
     pub shard: Shard,
 }
@@ -115,6 +117,10 @@ pub struct PixelAudit {
     pub kept_fraction: f64,
     /// Largest number of pixels blanked in a frame.
     pub blanked_per_frame: usize,
+    /// Words read by OCR inside the scan area.
+    pub ocr_words: usize,
+    /// Text lines blanked after OCR.
+    pub ocr_lines: usize,
 }
 
 impl From<&CleanOutcome> for PixelAudit {
@@ -126,6 +132,8 @@ impl From<&CleanOutcome> for PixelAudit {
             sector_detected: o.sector_detected,
             kept_fraction: o.kept_fraction,
             blanked_per_frame: o.blanked_per_frame,
+            ocr_words: o.ocr_words,
+            ocr_lines: o.ocr_lines,
         }
     }
 }
@@ -156,7 +164,10 @@ pub struct CurateSummary {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A path component from a (pseudonymous) identifier: only `[A-Za-z0-9._-]`.
@@ -164,13 +175,27 @@ fn component(text: &str) -> String {
     let s: String = text
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    if s.is_empty() || s == "." || s == ".." { "unknown".into() } else { s }
+    if s.is_empty() || s == "." || s == ".." {
+        "unknown".into()
+    } else {
+        s
+    }
 }
 
 fn suffix(shard: Shard) -> String {
-    if shard.count > 1 { format!(".shard-{}-of-{}", shard.index, shard.count) } else { String::new() }
+    if shard.count > 1 {
+        format!(".shard-{}-of-{}", shard.index, shard.count)
+    } else {
+        String::new()
+    }
 }
 
 /// A record of the metadata table: the instance plus where it came from and went.
@@ -186,14 +211,15 @@ pub struct TableRow {
 }
 
 enum Outcome {
-    Curated(AuditEntry, TableRow, u64, bool),
-    Resumed(AuditEntry, Option<TableRow>),
-    Quarantined(AuditEntry, String),
+    Curated(Box<(AuditEntry, TableRow)>, u64, bool),
+    /// The earlier run's audit entry, kept whole, and the table row rebuilt from the output.
+    Resumed(Box<(serde_json::Value, Option<TableRow>)>),
+    Quarantined(Box<AuditEntry>, String),
 }
 
 fn quarantine(input_sha256: String, reason: String) -> Outcome {
     Outcome::Quarantined(
-        AuditEntry {
+        Box::new(AuditEntry {
             input_sha256,
             status: "quarantined",
             output: None,
@@ -201,35 +227,41 @@ fn quarantine(input_sha256: String, reason: String) -> Outcome {
             reason: Some(reason.clone()),
             header: None,
             pixels: None,
-        },
+        }),
         reason,
     )
 }
 
-fn process(source: &Source, out: &Path, options: &CurateOptions, done: &HashMap<String, (String, String)>) -> (Outcome, u64) {
+fn process(
+    source: &Source,
+    out: &Path,
+    options: &CurateOptions,
+    done: &HashMap<String, serde_json::Value>,
+) -> (Outcome, u64) {
     let bytes = match source.read() {
         Ok(b) => b,
         Err(e) => return (quarantine(String::new(), format!("unreadable: {e}")), 0),
     };
     let n = bytes.len() as u64;
     let input_sha = sha256_hex(&bytes);
-    if let Some((rel, out_sha)) = done.get(&input_sha)
-        && std::fs::read(out.join(rel)).is_ok_and(|b| sha256_hex(&b) == *out_sha)
+    if let Some(previous) = done.get(&input_sha)
+        && let (Some(rel), Some(out_sha)) = (
+            previous["output"].as_str(),
+            previous["output_sha256"].as_str(),
+        )
+        && let Ok(existing) = std::fs::read(out.join(rel))
+        && sha256_hex(&existing) == out_sha
     {
-        let row = std::fs::read(out.join(rel))
+        let row = bedside_dicom::read::read_bytes(&existing)
             .ok()
-            .and_then(|b| bedside_dicom::read::read_bytes(&b).ok())
-            .map(|obj| TableRow { output: rel.clone(), input_sha256: input_sha.clone(), record: metadata::extract(&obj) });
-        let entry = AuditEntry {
-            input_sha256: input_sha,
-            status: "resumed",
-            output: Some(rel.clone()),
-            output_sha256: Some(out_sha.clone()),
-            reason: None,
-            header: None,
-            pixels: None,
-        };
-        return (Outcome::Resumed(entry, row), n);
+            .map(|obj| TableRow {
+                output: rel.to_string(),
+                input_sha256: input_sha.clone(),
+                record: metadata::extract(&obj),
+            });
+        let mut entry = previous.clone();
+        entry["status"] = serde_json::Value::from("resumed");
+        return (Outcome::Resumed(Box::new((entry, row))), n);
     }
     let mut obj = match bedside_dicom::read::read_bytes(&bytes) {
         Ok(o) => o,
@@ -243,25 +275,44 @@ fn process(source: &Source, out: &Path, options: &CurateOptions, done: &HashMap<
         .unwrap_or_default();
     let mut pixel_audit = None;
     let mut cleaned = false;
-    if options.pixels == PixelPolicy::CleanUltrasound && modality == "US" && obj.element(tags::PIXEL_DATA).is_ok() {
-        match pixels::clean_ultrasound(&mut obj, &CleanOptions::default()) {
+    if options.pixels == PixelPolicy::CleanUltrasound
+        && modality == "US"
+        && obj.element(tags::PIXEL_DATA).is_ok()
+    {
+        let clean = CleanOptions {
+            ocr: options
+                .ocr
+                .map(|policy| (crate::ocr::DenyList::from_header(&obj), policy)),
+            ..CleanOptions::default()
+        };
+        match pixels::clean_ultrasound(&mut obj, &clean) {
             Ok(outcome) => {
                 pixel_audit = Some(PixelAudit::from(&outcome));
                 cleaned = true;
             }
             Err(e @ PixelError::ScanAreaUnknown) => {
-                return (quarantine(input_sha, format!("burned-in text cannot be removed: {e}")), n);
+                return (
+                    quarantine(input_sha, format!("burned-in text cannot be removed: {e}")),
+                    n,
+                );
             }
             Err(e) => return (quarantine(input_sha, format!("pixel data: {e}")), n),
         }
     }
-    let report = options
-        .deidentifier
-        .deidentify_object(&mut obj, ObjectContext { pixel_data_cleaned: cleaned });
+    let report = options.deidentifier.deidentify_object(
+        &mut obj,
+        ObjectContext {
+            pixel_data_cleaned: cleaned,
+        },
+    );
     let text = |tag| {
         obj.element(tag)
             .ok()
-            .and_then(|e| e.to_str().ok().map(|s| s.trim_end_matches('\0').to_string()))
+            .and_then(|e| {
+                e.to_str()
+                    .ok()
+                    .map(|s| s.trim_end_matches('\0').to_string())
+            })
             .unwrap_or_default()
     };
     let (patient, study, series, instance) = (
@@ -288,13 +339,26 @@ fn process(source: &Source, out: &Path, options: &CurateOptions, done: &HashMap<
     );
     let mut encoded = Vec::new();
     if let Err(e) = obj.write_all(&mut encoded) {
-        return (quarantine(input_sha, format!("cannot encode the de-identified object: {e}")), n);
+        return (
+            quarantine(
+                input_sha,
+                format!("cannot encode the de-identified object: {e}"),
+            ),
+            n,
+        );
     }
     if let Err(e) = bedside_core::fsio::write_atomic(&out.join(&rel), &encoded) {
-        return (quarantine(input_sha, format!("cannot write output: {e}")), n);
+        return (
+            quarantine(input_sha, format!("cannot write output: {e}")),
+            n,
+        );
     }
     let out_sha = sha256_hex(&encoded);
-    let row = TableRow { output: rel.clone(), input_sha256: input_sha.clone(), record: metadata::extract(&obj) };
+    let row = TableRow {
+        output: rel.clone(),
+        input_sha256: input_sha.clone(),
+        record: metadata::extract(&obj),
+    };
     let entry = AuditEntry {
         input_sha256: input_sha,
         status: "curated",
@@ -304,25 +368,36 @@ fn process(source: &Source, out: &Path, options: &CurateOptions, done: &HashMap<
         header: Some(report),
         pixels: pixel_audit,
     };
-    (Outcome::Curated(entry, row, encoded.len() as u64, cleaned), n)
+    (
+        Outcome::Curated(Box::new((entry, row)), encoded.len() as u64, cleaned),
+        n,
+    )
 }
 
-/// Reads the audit logs of earlier runs in `out`: input hash → (output, output hash).
-fn previous_runs(out: &Path) -> HashMap<String, (String, String)> {
+/// Reads the audit logs of earlier runs in `out`: input hash → its entry (curated ones only).
+fn previous_runs(out: &Path) -> HashMap<String, serde_json::Value> {
     let mut done = HashMap::new();
-    let Ok(entries) = std::fs::read_dir(out) else { return done };
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return done;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if !(name.starts_with("audit") && name.ends_with(".jsonl")) {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
         for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-            if let (Some(i), Some(o), Some(h)) =
-                (v["input_sha256"].as_str(), v["output"].as_str(), v["output_sha256"].as_str())
-            {
-                done.insert(i.to_string(), (o.to_string(), h.to_string()));
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let (Some(i), Some(_), Some(_)) = (
+                v["input_sha256"].as_str(),
+                v["output"].as_str(),
+                v["output_sha256"].as_str(),
+            ) {
+                done.insert(i.to_string(), v.clone());
             }
         }
     }
@@ -368,7 +443,11 @@ pub fn run(
     let staging = out.join(format!(".staging{}", suffix(options.shard)));
     let discovery = ingest::discover(inputs, &staging);
     let done = previous_runs(out);
-    let mine: Vec<&Source> = discovery.sources.iter().filter(|s| options.shard.owns(&s.label())).collect();
+    let mine: Vec<&Source> = discovery
+        .sources
+        .iter()
+        .filter(|s| options.shard.owns(&s.label()))
+        .collect();
     progress.start(mine.len());
     let results: Vec<(Outcome, u64)> = mine
         .par_iter()
@@ -382,27 +461,36 @@ pub fn run(
         let _ = std::fs::remove_dir_all(&staging);
     }
 
-    let mut summary = CurateSummary { inputs: discovery.sources.len(), handled: mine.len(), ..Default::default() };
-    let mut audit = Vec::new();
+    let mut summary = CurateSummary {
+        inputs: discovery.sources.len(),
+        handled: mine.len(),
+        ..Default::default()
+    };
+    let mut audit: Vec<serde_json::Value> = Vec::new();
     let mut rows = Vec::new();
     let mut quarantine_rows: Vec<(String, String)> = Vec::new();
     for u in &discovery.unreadable {
         if options.shard.owns(&u.label) {
-            *summary.quarantined.entry("unreadable input".into()).or_default() += 1;
+            *summary
+                .quarantined
+                .entry("unreadable input".into())
+                .or_default() += 1;
             quarantine_rows.push((String::new(), format!("unreadable input: {}", u.reason)));
         }
     }
     for (outcome, n) in results {
         summary.bytes_in += n;
         match outcome {
-            Outcome::Curated(entry, row, bytes, cleaned) => {
+            Outcome::Curated(curated, bytes, cleaned) => {
+                let (entry, row) = *curated;
                 summary.curated += 1;
                 summary.bytes_out += bytes;
                 summary.pixels_cleaned += cleaned as usize;
-                audit.push(entry);
+                audit.push(to_value(&entry));
                 rows.push(row);
             }
-            Outcome::Resumed(entry, row) => {
+            Outcome::Resumed(resumed) => {
+                let (entry, row) = *resumed;
                 summary.resumed += 1;
                 audit.push(entry);
                 rows.extend(row);
@@ -411,7 +499,7 @@ pub fn run(
                 let key = reason.split(':').next().unwrap_or("error").to_string();
                 *summary.quarantined.entry(key).or_default() += 1;
                 quarantine_rows.push((entry.input_sha256.clone(), reason));
-                audit.push(entry);
+                audit.push(to_value(&entry));
             }
         }
     }
@@ -421,34 +509,54 @@ pub fn run(
     write_table(&out.join(format!("metadata{sfx}.csv")), &rows)?;
     let mut lines = Vec::new();
     for e in &audit {
-        let line = serde_json::to_string(e).map_err(|e| CurateError::Table { path: out.join("audit.jsonl"), message: e.to_string() })?;
+        let line = serde_json::to_string(e).map_err(|e| CurateError::Table {
+            path: out.join("audit.jsonl"),
+            message: e.to_string(),
+        })?;
         lines.push(line);
     }
     let audit_path = out.join(format!("audit{sfx}.jsonl"));
-    bedside_core::fsio::write_atomic(&audit_path, (lines.join("\n") + "\n").as_bytes()).map_err(io(&audit_path))?;
+    bedside_core::fsio::write_atomic(&audit_path, (lines.join("\n") + "\n").as_bytes())
+        .map_err(io(&audit_path))?;
     let qpath = out.join(format!("quarantine{sfx}.csv"));
     let mut q = csv::Writer::from_writer(Vec::new());
-    let qerr = |e: csv::Error| CurateError::Table { path: qpath.clone(), message: e.to_string() };
+    let qerr = |e: csv::Error| CurateError::Table {
+        path: qpath.clone(),
+        message: e.to_string(),
+    };
     q.write_record(["input_sha256", "reason"]).map_err(qerr)?;
     for (sha, reason) in &quarantine_rows {
         q.write_record([sha, reason]).map_err(qerr)?;
     }
-    let qbytes = q.into_inner().map_err(|e| CurateError::Table { path: qpath.clone(), message: e.to_string() })?;
+    let qbytes = q.into_inner().map_err(|e| CurateError::Table {
+        path: qpath.clone(),
+        message: e.to_string(),
+    })?;
     bedside_core::fsio::write_atomic(&qpath, &qbytes).map_err(io(&qpath))?;
 
     if options.arrays {
         write_arrays(out, &rows, &mut summary);
     }
     let rpath = out.join(format!("report{sfx}.json"));
-    let text = serde_json::to_vec_pretty(&summary).map_err(|e| CurateError::Table { path: rpath.clone(), message: e.to_string() })?;
+    let text = serde_json::to_vec_pretty(&summary).map_err(|e| CurateError::Table {
+        path: rpath.clone(),
+        message: e.to_string(),
+    })?;
     bedside_core::fsio::write_atomic(&rpath, &text).map_err(io(&rpath))?;
     Ok(summary)
+}
+
+fn to_value(entry: &AuditEntry) -> serde_json::Value {
+    serde_json::to_value(entry).unwrap_or(serde_json::Value::Null)
 }
 
 fn write_arrays(out: &Path, rows: &[TableRow], summary: &mut CurateSummary) {
     let mut series: BTreeMap<&str, Vec<&TableRow>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.record.rows.is_some()) {
-        series.entry(r.record.series_instance_uid.as_str()).or_default().push(r);
+        series
+            .entry(r.record.series_instance_uid.as_str())
+            .or_default()
+            .push(r);
     }
     let dir = out.join("arrays");
     let results: Vec<Result<(), String>> = series
@@ -479,14 +587,45 @@ fn write_arrays(out: &Path, rows: &[TableRow], summary: &mut CurateSummary) {
 
 /// Column names of the metadata table, in order.
 pub const TABLE_COLUMNS: [&str; 39] = [
-    "output", "input_sha256", "patient_id", "study_instance_uid", "series_instance_uid",
-    "sop_instance_uid", "study_date", "modality", "sop_class_uid", "manufacturer", "model",
-    "series_description", "instance_number", "rows", "columns", "frames", "frame_time_ms",
-    "frame_rate", "pixel_spacing_row_mm", "pixel_spacing_column_mm", "us_physical_delta_x",
-    "us_physical_delta_y", "us_physical_units", "slice_thickness_mm", "photometric",
-    "samples_per_pixel", "bits_allocated", "bits_stored", "transfer_syntax", "scanning_sequence",
-    "sequence_variant", "echo_time_ms", "repetition_time_ms", "inversion_time_ms", "mr_kind",
-    "pixel_sha256", "array", "array_frames", "curated_at_version",
+    "output",
+    "input_sha256",
+    "patient_id",
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
+    "study_date",
+    "modality",
+    "sop_class_uid",
+    "manufacturer",
+    "model",
+    "series_description",
+    "instance_number",
+    "rows",
+    "columns",
+    "frames",
+    "frame_time_ms",
+    "frame_rate",
+    "pixel_spacing_row_mm",
+    "pixel_spacing_column_mm",
+    "us_physical_delta_x",
+    "us_physical_delta_y",
+    "us_physical_units",
+    "slice_thickness_mm",
+    "photometric",
+    "samples_per_pixel",
+    "bits_allocated",
+    "bits_stored",
+    "transfer_syntax",
+    "scanning_sequence",
+    "sequence_variant",
+    "echo_time_ms",
+    "repetition_time_ms",
+    "inversion_time_ms",
+    "mr_kind",
+    "pixel_sha256",
+    "array",
+    "array_frames",
+    "curated_at_version",
 ];
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -494,12 +633,20 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 }
 
 fn write_table(path: &Path, rows: &[TableRow]) -> Result<(), CurateError> {
-    let err = |e: csv::Error| CurateError::Table { path: path.to_path_buf(), message: e.to_string() };
+    let err = |e: csv::Error| CurateError::Table {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(TABLE_COLUMNS).map_err(err)?;
     for row in rows {
         let r = &row.record;
-        let kind = r.mr_kind.map(|k| serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
+        let kind = r.mr_kind.map(|k| {
+            serde_json::to_value(k)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        });
         w.write_record([
             row.output.clone(),
             row.input_sha256.clone(),
@@ -537,14 +684,24 @@ fn write_table(path: &Path, rows: &[TableRow]) -> Result<(), CurateError> {
             opt(r.inversion_time_ms),
             kind.unwrap_or_default(),
             r.pixel_sha256.clone(),
-            if r.rows.is_some() { format!("arrays/{}.npy", component(&r.series_instance_uid)) } else { String::new() },
+            if r.rows.is_some() {
+                format!("arrays/{}.npy", component(&r.series_instance_uid))
+            } else {
+                String::new()
+            },
             opt(r.frames),
             env!("CARGO_PKG_VERSION").to_string(),
         ])
         .map_err(err)?;
     }
-    let bytes = w.into_inner().map_err(|e| CurateError::Table { path: path.to_path_buf(), message: e.to_string() })?;
-    bedside_core::fsio::write_atomic(path, &bytes).map_err(|source| CurateError::Io { path: path.to_path_buf(), source })
+    let bytes = w.into_inner().map_err(|e| CurateError::Table {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    bedside_core::fsio::write_atomic(path, &bytes).map_err(|source| CurateError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Joins the shard tables of `out` (`metadata.shard-*.csv`, `audit.shard-*.jsonl`,
@@ -563,8 +720,15 @@ pub fn merge(out: &Path) -> Result<usize, CurateError> {
         .collect();
     names.sort();
     let mut rows = 0;
-    for (stem, ext) in [("metadata", "csv"), ("quarantine", "csv"), ("audit", "jsonl")] {
-        let parts: Vec<&String> = names.iter().filter(|n| n.starts_with(&format!("{stem}.shard-")) && n.ends_with(ext)).collect();
+    for (stem, ext) in [
+        ("metadata", "csv"),
+        ("quarantine", "csv"),
+        ("audit", "jsonl"),
+    ] {
+        let parts: Vec<&String> = names
+            .iter()
+            .filter(|n| n.starts_with(&format!("{stem}.shard-")) && n.ends_with(ext))
+            .collect();
         if parts.is_empty() {
             continue;
         }

@@ -19,8 +19,10 @@ pub struct CleanOptions {
     pub detect_sector: bool,
     /// Pixels by which the detected sector is grown, so that its edge is never cut.
     pub margin: f64,
-    /// Boxes to blank even inside the kept area (e.g. text found by OCR).
+    /// Boxes to blank even inside the kept area.
     pub blank_boxes: Vec<Rect>,
+    /// Read static text inside the kept area and blank what matches (see [`crate::ocr`]).
+    pub ocr: Option<(crate::ocr::DenyList, crate::ocr::TextPolicy)>,
 }
 
 impl Default for CleanOptions {
@@ -30,6 +32,7 @@ impl Default for CleanOptions {
             detect_sector: true,
             margin: 2.0,
             blank_boxes: Vec::new(),
+            ocr: None,
         }
     }
 }
@@ -51,6 +54,10 @@ pub struct CleanOutcome {
     pub blanked_per_frame: usize,
     /// Photometric interpretation of the written pixel data.
     pub photometric: String,
+    /// Words read by OCR inside the kept area.
+    pub ocr_words: usize,
+    /// Text lines blanked because OCR matched them.
+    pub ocr_lines: usize,
 }
 
 /// Why pixel data could not be cleaned.
@@ -69,6 +76,9 @@ pub enum PixelError {
     /// Neither declared regions nor a detectable sector tell where the scan area is.
     #[error("scan area unknown: no ultrasound regions and no sector detectable from the frames")]
     ScanAreaUnknown,
+    /// Text inside the scan area could not be checked.
+    #[error(transparent)]
+    Ocr(#[from] crate::ocr::OcrError),
 }
 
 /// The value that shows as black, per sample, for a photometric interpretation.
@@ -215,6 +225,18 @@ pub fn clean_ultrasound(
     } else {
         scan_area::keep_mask(rows, columns, &regions, hull.as_deref(), options.margin)
     };
+    let (mut ocr_words, mut ocr_lines) = (0, 0);
+    if let Some((deny, policy)) = &options.ocr {
+        let refs: Vec<&[u8]> = luma.iter().map(|f| f.as_slice()).collect();
+        let found = crate::ocr::find_text(&refs, &keep, rows, columns, deny, *policy)?;
+        ocr_words = found.words;
+        ocr_lines = found.lines;
+        for (k, b) in keep.iter_mut().zip(&found.blank) {
+            if *b {
+                *k = 0;
+            }
+        }
+    }
     for b in &options.blank_boxes {
         for y in b.y0..=b.y1.min(rows.saturating_sub(1)) {
             for x in b.x0..=b.x1.min(columns.saturating_sub(1)) {
@@ -252,6 +274,8 @@ pub fn clean_ultrasound(
         sector_detected: hull.is_some(),
         kept_fraction: kept as f64 / plane as f64,
         blanked_per_frame: worst,
+        ocr_words,
+        ocr_lines,
         photometric: obj
             .element(tags::PHOTOMETRIC_INTERPRETATION)
             .ok()

@@ -53,6 +53,10 @@ pub struct Args {
     /// Do not write arrays.
     #[arg(long)]
     pub no_arrays: bool,
+    /// Burned-in text inside the scan area: `phi` blanks words matching the file's identifiers
+    /// or date/ID patterns, `all` blanks every word read, `off` skips OCR.
+    #[arg(long, default_value = "phi", value_parser = ["phi", "all", "off"])]
+    pub ocr: String,
     /// Handle only shard I of N (0-based), e.g. 3/16; also read from Slurm array and
     /// Kubernetes indexed-Job variables.
     #[arg(long, value_parser = Shard::parse)]
@@ -88,7 +92,10 @@ fn inside(path: &Path, folder: &Path) -> bool {
         p.canonicalize()
             .or_else(|_| {
                 p.parent()
-                    .map(|d| d.canonicalize().map(|d| d.join(p.file_name().unwrap_or_default())))
+                    .map(|d| {
+                        d.canonicalize()
+                            .map(|d| d.join(p.file_name().unwrap_or_default()))
+                    })
                     .unwrap_or_else(|| Ok(p.to_path_buf()))
             })
             .unwrap_or_else(|_| p.to_path_buf())
@@ -100,7 +107,10 @@ fn inside(path: &Path, folder: &Path) -> bool {
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     if let Some(CurateCommand::Merge { out }) = &args.command {
         let rows = pipeline::merge(out).with_context(|| format!("merging {}", out.display()))?;
-        ctx.say(format!("merged shard tables in {}: {rows} metadata rows", out.display()));
+        ctx.say(format!(
+            "merged shard tables in {}: {rows} metadata rows",
+            out.display()
+        ));
         return Ok(());
     }
     let Some(out) = args.out.clone() else {
@@ -108,7 +118,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     };
     let start = Instant::now();
     let profile = match &args.profile {
-        Some(p) => Profile::load(p).map_err(|e| Exit::invalid(format!("profile {}: {e}", p.display())))?,
+        Some(p) => {
+            Profile::load(p).map_err(|e| Exit::invalid(format!("profile {}: {e}", p.display())))?
+        }
         None => Profile::default(),
     };
     let secret_dir = args
@@ -122,7 +134,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     if let Some(c) = &args.crosswalk
         && inside(c, &out)
     {
-        return Err(Exit::invalid("the crosswalk must be written outside the output folder").into());
+        return Err(
+            Exit::invalid("the crosswalk must be written outside the output folder").into(),
+        );
     }
     let shard = match args.shard {
         Some(s) => s,
@@ -139,8 +153,17 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     }
     let options = CurateOptions {
         deidentifier,
-        pixels: if args.keep_pixels { PixelPolicy::Keep } else { PixelPolicy::CleanUltrasound },
+        pixels: if args.keep_pixels {
+            PixelPolicy::Keep
+        } else {
+            PixelPolicy::CleanUltrasound
+        },
         arrays: !args.no_arrays,
+        ocr: match args.ocr.as_str() {
+            "off" => None,
+            "all" => Some(bedside_curate::ocr::TextPolicy::AllText),
+            _ => Some(bedside_curate::ocr::TextPolicy::PhiOnly),
+        },
         shard,
     };
     let bar = ctx.progress(0, "curate");
@@ -148,7 +171,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     let summary = pipeline::run(&args.inputs, &out, &options, &Bar(bar.clone()));
     bar.finish_and_clear();
     let summary = match summary {
-        Err(e @ bedside_curate::pipeline::CurateError::Overlap(_)) => return Err(Exit::invalid(e.to_string()).into()),
+        Err(e @ bedside_curate::pipeline::CurateError::Overlap(_)) => {
+            return Err(Exit::invalid(e.to_string()).into());
+        }
         other => other.with_context(|| format!("curating into {}", out.display()))?,
     };
     if let Some(c) = &args.crosswalk {
@@ -161,7 +186,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     let secs = start.elapsed().as_secs_f64();
     ctx.say(format!("Curated into {} in {secs:.1} s", out.display()));
     if shard.count > 1 {
-        ctx.say(format!("  shard {}/{} (run `bedside curate merge` when all shards are done)", shard.index, shard.count));
+        ctx.say(format!(
+            "  shard {}/{} (run `bedside curate merge` when all shards are done)",
+            shard.index, shard.count
+        ));
     }
     ctx.say(format!(
         "  inputs {:>6}   handled {}   curated {}   resumed {}   quarantined {}",
@@ -187,9 +215,16 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     for f in summary.array_failures.iter().take(5) {
         ctx.say(format!("  array not written: {f}"));
     }
-    ctx.say(format!("  see {}/report.json, audit.jsonl, quarantine.csv", out.display()));
+    ctx.say(format!(
+        "  see {}/report.json, audit.jsonl, quarantine.csv",
+        out.display()
+    ));
     if summary.quarantined.values().sum::<usize>() > 0 {
-        return Err(Exit { code: exit::PARTIAL, message: "some inputs were quarantined (see quarantine.csv)".into() }.into());
+        return Err(Exit {
+            code: exit::PARTIAL,
+            message: "some inputs were quarantined (see quarantine.csv)".into(),
+        }
+        .into());
     }
     Ok(())
 }

@@ -1,0 +1,532 @@
+//! Burned-in text inside the scan area: find static text, read it with Tesseract, and keep the
+//! boxes of words that match the file's own identifiers (or every word, by policy).
+//!
+//! Text overlays do not move while the image under them does, so only pixels that are both
+//! static over the cine and bright are candidates; they are grouped into line boxes and only
+//! those crops are read (upscaled, since scanner fonts are small). Single-frame images are read
+//! whole.
+
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+
+use crate::scan_area::Rect;
+
+/// Which recognised words are blanked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextPolicy {
+    /// Words that match the deny list or look like dates, times or record numbers.
+    #[default]
+    PhiOnly,
+    /// Every recognised word.
+    AllText,
+}
+
+/// Identifiers of one file, in the forms scanners print them.
+#[derive(Debug, Clone, Default)]
+pub struct DenyList {
+    words: Vec<String>,
+    digit_strings: Vec<String>,
+}
+
+fn normalise(word: &str) -> String {
+    word.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+fn text(obj: &InMemDicomObject, tag: Tag) -> Vec<String> {
+    obj.element(tag)
+        .ok()
+        .and_then(|e| e.to_str().ok().map(|s| s.to_string()))
+        .map(|s| {
+            s.split('\\')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl DenyList {
+    /// Builds the deny list from a header that still holds its identifiers: names (each
+    /// component), IDs, accession and study IDs, institution words, birth and study dates.
+    pub fn from_header(obj: &InMemDicomObject) -> DenyList {
+        let mut d = DenyList::default();
+        for tag in [
+            tags::PATIENT_NAME,
+            tags::OTHER_PATIENT_NAMES,
+            tags::REFERRING_PHYSICIAN_NAME,
+            tags::PERFORMING_PHYSICIAN_NAME,
+            tags::OPERATORS_NAME,
+        ] {
+            for v in text(obj, tag) {
+                for part in v.split(['^', ' ', ',']) {
+                    let n = normalise(part);
+                    if n.len() >= 3 {
+                        d.words.push(n);
+                    }
+                }
+            }
+        }
+        for tag in [
+            tags::PATIENT_ID,
+            tags::ACCESSION_NUMBER,
+            tags::STUDY_ID,
+            Tag(0x0010, 0x1000),
+        ] {
+            for v in text(obj, tag) {
+                let n = normalise(&v);
+                if n.len() >= 3 {
+                    d.words.push(n);
+                }
+            }
+        }
+        if let Ok(seq) = obj.element(tags::OTHER_PATIENT_I_DS_SEQUENCE)
+            && let Some(items) = seq.items()
+        {
+            for item in items {
+                for v in text(item, tags::PATIENT_ID) {
+                    d.words.push(normalise(&v));
+                }
+            }
+        }
+        for tag in [tags::INSTITUTION_NAME, tags::INSTITUTION_ADDRESS] {
+            for v in text(obj, tag) {
+                for part in v.split([' ', ',']) {
+                    let n = normalise(part);
+                    if n.len() >= 4 {
+                        d.words.push(n);
+                    }
+                }
+            }
+        }
+        for tag in [
+            tags::PATIENT_BIRTH_DATE,
+            tags::STUDY_DATE,
+            tags::ACQUISITION_DATE,
+            tags::CONTENT_DATE,
+        ] {
+            for v in text(obj, tag) {
+                if v.len() == 8 && v.bytes().all(|b| b.is_ascii_digit()) {
+                    let (y, m, dd) = (&v[..4], &v[4..6], &v[6..8]);
+                    for form in [
+                        format!("{y}{m}{dd}"),
+                        format!("{m}{dd}{y}"),
+                        format!("{dd}{m}{y}"),
+                    ] {
+                        d.digit_strings.push(form);
+                    }
+                }
+            }
+        }
+        d.words.sort();
+        d.words.dedup();
+        d
+    }
+
+    /// Whether a recognised word should be blanked under the PHI-only policy.
+    pub fn matches(&self, word: &str) -> bool {
+        let n = normalise(word);
+        if n.is_empty() {
+            return false;
+        }
+        let digits: String = word.chars().filter(|c| c.is_ascii_digit()).collect();
+        // Generic patterns: long digit runs (record numbers, dates), dates and times with
+        // separators, whatever the file says.
+        if digits.len() >= 6 {
+            return true;
+        }
+        // A bare number of four or more digits on an image is an ID, a date or a time far more
+        // often than a setting, and OCR often misreads a digit or two of it.
+        if digits.len() >= 4 && digits.len() == n.len() {
+            return true;
+        }
+        if word.contains(':') && digits.len() >= 3 {
+            return true;
+        }
+        let separators = word
+            .chars()
+            .filter(|c| matches!(c, '/' | '-' | '.' | ':'))
+            .count();
+        if separators >= 1 && digits.len() >= 4 && digits.len() * 2 >= n.len() {
+            return true;
+        }
+        if self
+            .digit_strings
+            .iter()
+            .any(|d| digits.len() >= 6 && d.contains(&digits))
+        {
+            return true;
+        }
+        self.words.iter().any(|w| {
+            n == *w
+                || (w.len() >= 4 && n.contains(w.as_str()))
+                || (n.len() >= 4 && w.contains(n.as_str()))
+        })
+    }
+}
+
+/// A recognised word with its box in image coordinates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Word {
+    /// The text as read.
+    pub text: String,
+    /// Text line the word belongs to (block, paragraph, line as Tesseract numbers them).
+    pub line: (u32, u32, u32),
+    /// Its box.
+    pub rect: Rect,
+    /// Tesseract's confidence (0–100).
+    pub confidence: f32,
+}
+
+/// Boxes of static, bright content inside the kept area, one per text line, and an image that
+/// holds only that content (everything moving or dark set to black) for the OCR to read.
+pub fn static_text_boxes(
+    frames: &[&[u8]],
+    keep: &[u8],
+    rows: usize,
+    columns: usize,
+) -> (Vec<Rect>, Vec<u8>) {
+    let n = rows * columns;
+    let Some(first) = frames.first() else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut candidate: Vec<bool> = (0..n).map(|i| keep[i] == 1 && first[i] >= 140).collect();
+    for f in frames.iter().skip(1) {
+        for (i, c) in candidate.iter_mut().enumerate() {
+            // Lossy compression makes static text flicker by a few grey levels.
+            if *c && f[i].abs_diff(first[i]) > 16 {
+                *c = false;
+            }
+        }
+    }
+    // Strokes are connected; a lone pixel that happened to stay bright (saturated speckle)
+    // is not text.
+    let lone: Vec<usize> = (0..n)
+        .filter(|&i| {
+            if !candidate[i] {
+                return false;
+            }
+            let (y, x) = (i / columns, i % columns);
+            let mut neighbours = 0;
+            for yy in y.saturating_sub(1)..=(y + 1).min(rows - 1) {
+                for xx in x.saturating_sub(1)..=(x + 1).min(columns - 1) {
+                    neighbours += (candidate[yy * columns + xx] && (yy, xx) != (y, x)) as usize;
+                }
+            }
+            neighbours < 2
+        })
+        .collect();
+    for i in lone {
+        candidate[i] = false;
+    }
+    let text_image: Vec<u8> = (0..n)
+        .map(|i| if candidate[i] { first[i] } else { 0 })
+        .collect();
+    // Join the letters of a word: dilate horizontally by 4 pixels and vertically by 1.
+    let mut grown = vec![false; n];
+    for y in 0..rows {
+        for x in 0..columns {
+            if candidate[y * columns + x] {
+                for yy in y.saturating_sub(1)..(y + 2).min(rows) {
+                    for xx in x.saturating_sub(4)..(x + 5).min(columns) {
+                        grown[yy * columns + xx] = true;
+                    }
+                }
+            }
+        }
+    }
+    let mut seen = vec![false; n];
+    let mut boxes = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..n {
+        if !grown[start] || seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        stack.push(start);
+        let (mut x0, mut y0, mut x1, mut y1, mut count, mut lit) =
+            (columns, rows, 0, 0, 0usize, 0usize);
+        while let Some(i) = stack.pop() {
+            let (y, x) = (i / columns, i % columns);
+            x0 = x0.min(x);
+            y0 = y0.min(y);
+            x1 = x1.max(x);
+            y1 = y1.max(y);
+            count += 1;
+            lit += candidate[i] as usize;
+            let mut visit = |j: usize| {
+                if grown[j] && !seen[j] {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            };
+            if x > 0 {
+                visit(i - 1);
+            }
+            if x + 1 < columns {
+                visit(i + 1);
+            }
+            if y > 0 {
+                visit(i - columns);
+            }
+            if y + 1 < rows {
+                visit(i + columns);
+            }
+        }
+        // Text lines are wider than tall and only partly lit; skip specks and solid blobs.
+        let (w, h) = (x1 - x0 + 1, y1 - y0 + 1);
+        if lit >= 12 && w >= 6 && h >= 5 && h <= rows / 4 && (lit as f64) < 0.8 * count as f64 {
+            boxes.push(Rect {
+                x0: x0.saturating_sub(2),
+                y0: y0.saturating_sub(2),
+                x1: (x1 + 2).min(columns - 1),
+                y1: (y1 + 2).min(rows - 1),
+            });
+        }
+    }
+    (merge_lines(boxes), text_image)
+}
+
+/// Merges word boxes into line boxes: boxes that share most of their height and are separated
+/// by less than twice that height.
+fn merge_lines(mut boxes: Vec<Rect>) -> Vec<Rect> {
+    boxes.sort_by_key(|b| (b.y0, b.x0));
+    let mut merged = true;
+    while merged {
+        merged = false;
+        'outer: for i in 0..boxes.len() {
+            for j in i + 1..boxes.len() {
+                let (a, b) = (boxes[i], boxes[j]);
+                let overlap = a.y1.min(b.y1) as i64 - a.y0.max(b.y0) as i64 + 1;
+                let h = (a.y1 - a.y0 + 1).min(b.y1 - b.y0 + 1) as i64;
+                let gap = (a.x0.max(b.x0) as i64) - (a.x1.min(b.x1) as i64);
+                if overlap * 2 >= h && gap <= 2 * h {
+                    boxes[i] = Rect {
+                        x0: a.x0.min(b.x0),
+                        y0: a.y0.min(b.y0),
+                        x1: a.x1.max(b.x1),
+                        y1: a.y1.max(b.y1),
+                    };
+                    boxes.remove(j);
+                    merged = true;
+                    break 'outer;
+                }
+            }
+        }
+    }
+    boxes
+}
+
+/// Why text could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OcrError {
+    /// Tesseract could not start (missing language data?).
+    #[error("OCR engine unavailable: {0}")]
+    Engine(String),
+    /// Recognition failed.
+    #[error("OCR failed: {0}")]
+    Recognise(String),
+}
+
+#[cfg(feature = "ocr")]
+thread_local! {
+    static ENGINE: std::cell::RefCell<Option<tesseract::Tesseract>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Reads the words in `rect` of a grey frame, upscaling small text first.
+#[cfg(feature = "ocr")]
+pub fn read_words(frame: &[u8], columns: usize, rect: Rect) -> Result<Vec<Word>, OcrError> {
+    let (w, h) = (rect.x1 - rect.x0 + 1, rect.y1 - rect.y0 + 1);
+    let scale = if h < 24 {
+        3
+    } else if h < 60 {
+        2
+    } else {
+        1
+    };
+    let pad = 8 * scale;
+    let (sw, sh) = (w * scale + 2 * pad, h * scale + 2 * pad);
+    let mut crop = vec![0u8; sw * sh];
+    for y in 0..h * scale {
+        for x in 0..w * scale {
+            crop[(y + pad) * sw + x + pad] =
+                frame[(rect.y0 + y / scale) * columns + rect.x0 + x / scale];
+        }
+    }
+    let tsv = ENGINE.with(|cell| -> Result<String, OcrError> {
+        let mut slot = cell.borrow_mut();
+        let engine = match slot.take() {
+            Some(e) => e,
+            None => {
+                let e = tesseract::Tesseract::new(None, Some("eng"))
+                    .map_err(|e| OcrError::Engine(e.to_string()))?;
+                e.set_variable("tessedit_pageseg_mode", "11")
+                    .map_err(|e| OcrError::Engine(e.to_string()))?
+            }
+        };
+        let mut engine = engine
+            .set_frame(&crop, sw as i32, sh as i32, 1, sw as i32)
+            .map_err(|e| OcrError::Recognise(e.to_string()))?
+            .recognize()
+            .map_err(|e| OcrError::Recognise(e.to_string()))?;
+        let tsv = engine
+            .get_tsv_text(0)
+            .map_err(|e| OcrError::Recognise(e.to_string()));
+        *slot = Some(engine);
+        tsv
+    })?;
+    let mut words = Vec::new();
+    for line in tsv.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 12 || f[0] != "5" {
+            continue;
+        }
+        let num = |k: usize| f[k].trim().parse::<f64>().unwrap_or(0.0);
+        let word = f[11].trim();
+        if word.is_empty() {
+            continue;
+        }
+        let to_image =
+            |v: f64, off: usize| (((v - pad as f64) / scale as f64).max(0.0) as usize) + off;
+        let (left, top, width, height) = (num(6), num(7), num(8), num(9));
+        let x0 = to_image(left, rect.x0).min(rect.x1);
+        let y0 = to_image(top, rect.y0).min(rect.y1);
+        let x1 = to_image(left + width, rect.x0).clamp(x0, rect.x1);
+        let y1 = to_image(top + height, rect.y0).clamp(y0, rect.y1);
+        let line = (num(2) as u32, num(3) as u32, num(4) as u32);
+        words.push(Word {
+            text: word.to_string(),
+            line,
+            rect: Rect { x0, y0, x1, y1 },
+            confidence: num(10) as f32,
+        });
+    }
+    Ok(words)
+}
+
+/// Without the `ocr` feature there is no engine.
+#[cfg(not(feature = "ocr"))]
+pub fn read_words(_frame: &[u8], _columns: usize, _rect: Rect) -> Result<Vec<Word>, OcrError> {
+    Err(OcrError::Engine("built without the `ocr` feature".into()))
+}
+
+/// What the OCR stage found in one image.
+#[derive(Debug, Clone, Default)]
+pub struct TextFindings {
+    /// Pixels to blank, `[row * columns + column]`: the strokes of matched lines and a 2-pixel
+    /// halo (lossy compression smears strokes), not whole rectangles, so the image under and
+    /// around the text is kept.
+    pub blank: Vec<bool>,
+    /// Words read.
+    pub words: usize,
+    /// Lines blanked.
+    pub lines: usize,
+}
+
+/// Finds the text to blank in a cine: static text in the kept area, read and matched.
+pub fn find_text(
+    frames: &[&[u8]],
+    keep: &[u8],
+    rows: usize,
+    columns: usize,
+    deny: &DenyList,
+    policy: TextPolicy,
+) -> Result<TextFindings, OcrError> {
+    let n = rows * columns;
+    let Some(first) = frames.first() else {
+        return Ok(TextFindings::default());
+    };
+    let (regions, text_image) = if frames.len() >= 2 {
+        static_text_boxes(frames, keep, rows, columns)
+    } else {
+        let bright: Vec<u8> = (0..n)
+            .map(|i| {
+                if keep[i] == 1 && first[i] >= 140 {
+                    first[i]
+                } else {
+                    0
+                }
+            })
+            .collect();
+        (
+            vec![Rect {
+                x0: 0,
+                y0: 0,
+                x1: columns - 1,
+                y1: rows - 1,
+            }],
+            bright,
+        )
+    };
+    let mut found = TextFindings {
+        blank: vec![false; n],
+        ..TextFindings::default()
+    };
+    for r in regions {
+        let words = read_words(&text_image, columns, r)?;
+        found.words += words.len();
+        // A match blanks the whole line it stands in (the line as found from the pixels, which
+        // does not depend on how the OCR split it): names, addresses and date-times are split
+        // into words, and a half-masked line still identifies.
+        if !words
+            .iter()
+            .any(|w| policy == TextPolicy::AllText || deny.matches(&w.text))
+        {
+            continue;
+        }
+        found.lines += 1;
+        for y in r.y0..=r.y1 {
+            for x in r.x0..=r.x1 {
+                if text_image[y * columns + x] == 0 {
+                    continue;
+                }
+                for yy in y.saturating_sub(2)..=(y + 2).min(rows - 1) {
+                    for xx in x.saturating_sub(2)..=(x + 2).min(columns - 1) {
+                        found.blank[yy * columns + xx] = true;
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bedside_dicom::elements::put_str;
+    use dicom_core::VR;
+
+    #[test]
+    fn deny_list_matches_identifiers_and_patterns_only() {
+        let mut obj = InMemDicomObject::new_empty();
+        put_str(&mut obj, tags::PATIENT_NAME, VR::PN, "HARGREAVES^KENNETH");
+        put_str(&mut obj, tags::PATIENT_ID, VR::LO, "91762706");
+        put_str(&mut obj, tags::PATIENT_BIRTH_DATE, VR::DA, "19560330");
+        put_str(&mut obj, tags::INSTITUTION_NAME, VR::LO, "ST MARY HOSPITAL");
+        let d = DenyList::from_header(&obj);
+        for w in [
+            "HARGREAVES,",
+            "Kenneth",
+            "91762706",
+            "03/30/1956",
+            "1956-03-30",
+            "HOSPITAL",
+            "12:04:55",
+        ] {
+            assert!(d.matches(w), "{w}");
+        }
+        for w in ["5486", "11:2"] {
+            assert!(d.matches(w), "{w}");
+        }
+        for w in [
+            "MI", "0.9", "TIS", "Gen", "THI", "Crd", "P21", "ST", "19", "2.5MHz", "16cm", "FR30",
+        ] {
+            assert!(!d.matches(w), "{w}");
+        }
+    }
+}
