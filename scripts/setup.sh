@@ -7,7 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(dicom3tools dcmtk python3-venv)
+# dicom3tools, dcmtk: DICOM validators and peers; tesseract + libtesseract-dev, libleptonica-dev,
+# clang (bindgen), pkg-config: OCR of burned-in text; chromium: report rendering tests.
+APT_PACKAGES=(dicom3tools dcmtk python3-venv tesseract-ocr tesseract-ocr-eng libtesseract-dev
+  libleptonica-dev clang libclang-dev pkg-config chromium)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
