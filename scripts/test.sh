@@ -22,6 +22,14 @@ else
 fi
 cargo test --workspace --locked --doc
 
+echo "==> fuzzing the DICOM reader (fixed seed, bounded runs)"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked --quiet
+fi
+# cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run read -- -seed=1 -runs=400000 -max_len=65536 \
+  -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1)
+
 echo "==> peer-validation tests (Python reference tools)"
 cargo build --locked -p bedside-cli
 BEDSIDE_BIN="$PWD/target/debug/bedside" .venv/bin/python -m pytest tests/python -q

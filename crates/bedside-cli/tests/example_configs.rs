@@ -36,6 +36,13 @@ fn every_example_config_loads() {
                 bedside_core::config::load_with_env::<bedside_phantom::PhantomConfig>(Some(&f), &[])
                     .map(|_| ())
             }
+            "curate" => bedside_deid::Profile::load(&f).map(|_| ()).map_err(|e| {
+                bedside_core::config::ConfigError::Invalid {
+                    origin: f.display().to_string(),
+                    key: String::new(),
+                    message: e.to_string(),
+                }
+            }),
             other => panic!(
                 "{}: no loader for example folder `{other}`; add one to this test",
                 f.display()

@@ -29,6 +29,8 @@ enum Plan {
     Retain,
     /// Remove.
     Remove,
+    /// Remove a sequence that has items; keep one that is already empty.
+    RemoveUnlessEmpty,
     /// Keep with an empty value.
     Empty,
     /// Replace with a dummy value consistent with the VR.
@@ -98,9 +100,7 @@ impl Crosswalk {
 
     /// The pairs: kind, original (PHI) and pseudonym.
     pub fn iter(&self) -> impl Iterator<Item = (CrosswalkKind, &Phi<String>, &str)> {
-        self.entries
-            .iter()
-            .map(|((k, o), p)| (*k, o, p.as_str()))
+        self.entries.iter().map(|((k, o), p)| (*k, o, p.as_str()))
     }
 
     /// CSV text `kind,original,pseudonym` (originals are PHI: store it apart from the outputs).
@@ -213,7 +213,26 @@ fn tag_u32(tag: Tag) -> u32 {
     (u32::from(tag.group()) << 16) | u32::from(tag.element())
 }
 
+/// Sequences whose X/Z action resolves to an empty sequence rather than removal, because IODs
+/// make them Type 2 (Acquisition Context Module). Every other X/Z or X/Z/D sequence is removed
+/// when it has items (an empty Type 3 sequence is not allowed) and kept when it is already empty
+/// (the writer used it as Type 2, as SR documents do with Referenced Performed Procedure Step
+/// Sequence).
+const EMPTY_PREFERRED_SEQUENCES: [u32; 1] = [0x0040_0555];
+
+fn is_sequence_tag(tag: u32) -> bool {
+    StandardDataDictionary
+        .by_tag(Tag((tag >> 16) as u16, tag as u16))
+        .is_some_and(|e| e.vr.relaxed() == VR::SQ)
+}
+
 fn basic_plan(action: Action, tag: u32, vr_temporal: bool) -> Plan {
+    if matches!(action, Action::RemoveOrZero | Action::RemoveOrZeroOrDummy)
+        && is_sequence_tag(tag)
+        && !EMPTY_PREFERRED_SEQUENCES.contains(&tag)
+    {
+        return Plan::RemoveUnlessEmpty;
+    }
     match action {
         Action::Dummy => Plan::Dummy,
         Action::Zero => Plan::Empty,
@@ -300,7 +319,9 @@ impl Deidentifier {
                     }
                     match row.option(c) {
                         Some(Action::Keep) => keep = true,
-                        Some(Action::Clean) if c == OptionColumn::RetainLongitudinalModifiedDates => {
+                        Some(Action::Clean)
+                            if c == OptionColumn::RetainLongitudinalModifiedDates =>
+                        {
                             shift = true
                         }
                         Some(Action::Clean) => clean = true,
@@ -387,10 +408,9 @@ impl Deidentifier {
             .iter()
             .find(|(p, _, _)| p.matches_repeating(0x6000_3000))
             .map(|(_, plan, _)| *plan);
-        let overlays_removed = match profile.mode {
-            Mode::Standard => overlay_plan.is_none_or(|p| p == Plan::Remove),
-            Mode::SafeList => overlay_plan.is_none_or(|p| p == Plan::Remove),
-        };
+        // When overlay data goes, the rest of each overlay group (rows, columns, origin, …) goes
+        // with it: an overlay plane without its bitmap is malformed.
+        let overlays_removed = overlay_plan.is_none_or(|p| p == Plan::Remove);
         let safe_private = if o.retain_safe_private {
             profile
                 .safe_private
@@ -506,6 +526,7 @@ impl Deidentifier {
             report.warn(Warning::PatientKeyFallback { source });
         }
         let day_offset = self.day_offset_for_key(&key);
+        let time_offset = self.secret.time_offset(&key);
         let patient_pseudonym =
             self.secret
                 .pseudonym("patient", &key, &self.profile.pseudonym_prefix);
@@ -519,10 +540,12 @@ impl Deidentifier {
             d: self,
             report,
             day_offset,
+            time_offset,
             patient_pseudonym,
             scrub,
             path: Vec::new(),
             dummy_depth: 0,
+            clean_depth: 0,
         };
         let taken = std::mem::replace(obj, InMemDicomObject::new_empty());
         let mut processed = run.dataset(taken);
@@ -538,7 +561,11 @@ impl Deidentifier {
             || o.clean_structured_content
             || o.clean_graphics
             || o.retain_patient_characteristics
-            || self.profile.rule.iter().any(|r| r.action == RuleAction::Clean)
+            || self
+                .profile
+                .rule
+                .iter()
+                .any(|r| r.action == RuleAction::Clean)
     }
 
     fn add_method_attributes(
@@ -559,20 +586,31 @@ impl Deidentifier {
             report.warn(Warning::BasicProfileNotClaimed);
             text.push("Bedside profile with retained attributes".to_string());
         }
+        // In safe-list mode the rules, not the table's option columns, decide what survives, so
+        // only the options that still act there are claimed (pixel cleaning, retained UIDs).
+        let standard = self.profile.mode == Mode::Standard;
         let mut option = |enabled: bool, m: (&'static str, &'static str), t: &str| {
-            if enabled {
+            if enabled && (standard || m == METHOD_CLEAN_PIXEL || m == METHOD_UIDS) {
                 methods.push(m);
                 text.push(t.to_string());
             }
         };
-        option(context.pixel_data_cleaned, METHOD_CLEAN_PIXEL, "Clean Pixel Data");
+        option(
+            context.pixel_data_cleaned,
+            METHOD_CLEAN_PIXEL,
+            "Clean Pixel Data",
+        );
         option(o.clean_graphics, METHOD_CLEAN_GRAPHICS, "Clean Graphics");
         option(
             o.clean_structured_content,
             METHOD_CLEAN_STRUCTURED,
             "Clean Structured Content",
         );
-        option(o.clean_descriptors, METHOD_CLEAN_DESCRIPTORS, "Clean Descriptors");
+        option(
+            o.clean_descriptors,
+            METHOD_CLEAN_DESCRIPTORS,
+            "Clean Descriptors",
+        );
         option(
             o.retain_longitudinal == Longitudinal::Full,
             METHOD_FULL_DATES,
@@ -588,9 +626,17 @@ impl Deidentifier {
             METHOD_PATIENT_CHARS,
             "Retain Patient Characteristics",
         );
-        option(o.retain_device_identity, METHOD_DEVICE, "Retain Device Identity");
+        option(
+            o.retain_device_identity,
+            METHOD_DEVICE,
+            "Retain Device Identity",
+        );
         option(o.retain_uids, METHOD_UIDS, "Retain UIDs");
-        option(o.retain_safe_private, METHOD_SAFE_PRIVATE, "Retain Safe Private");
+        option(
+            o.retain_safe_private,
+            METHOD_SAFE_PRIVATE,
+            "Retain Safe Private",
+        );
         option(
             o.retain_institution_identity,
             METHOD_INSTITUTION,
@@ -621,15 +667,32 @@ impl Deidentifier {
             VR::LO,
             PrimitiveValue::Strs(text.into_iter().collect()),
         ));
-        obj.put(DataElement::new(
-            tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
-            VR::SQ,
-            DataSetSequence::new(items, Length::UNDEFINED),
-        ));
-        let longitudinal = match o.retain_longitudinal {
-            Longitudinal::Full => "UNMODIFIED",
-            Longitudinal::Modified => "MODIFIED",
-            Longitudinal::Off => "REMOVED",
+        let has_codes = !items.is_empty();
+        if has_codes {
+            obj.put(DataElement::new(
+                tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::new(items, Length::UNDEFINED),
+            ));
+        } else {
+            obj.remove_element(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE);
+        }
+        let longitudinal = match (self.profile.mode, o.retain_longitudinal) {
+            (Mode::SafeList, _) => {
+                if self
+                    .profile
+                    .rule
+                    .iter()
+                    .any(|r| r.action == RuleAction::Shift)
+                {
+                    "MODIFIED"
+                } else {
+                    "UNMODIFIED"
+                }
+            }
+            (Mode::Standard, Longitudinal::Full) => "UNMODIFIED",
+            (Mode::Standard, Longitudinal::Modified) => "MODIFIED",
+            (Mode::Standard, Longitudinal::Off) => "REMOVED",
         };
         obj.put(DataElement::new(
             tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
@@ -639,10 +702,16 @@ impl Deidentifier {
         for t in [
             tags::PATIENT_IDENTITY_REMOVED,
             tags::DEIDENTIFICATION_METHOD,
-            tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
             tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
         ] {
             report.record(&[], tag_u32(t), ActionTaken::Added);
+        }
+        if has_codes {
+            report.record(
+                &[],
+                tag_u32(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE),
+                ActionTaken::Added,
+            );
         }
     }
 }
@@ -659,18 +728,23 @@ pub(crate) fn element_strings(e: &InMemElement) -> Option<Vec<String>> {
                     .collect(),
             )
         }
-        (_, v) => v
-            .to_multi_str()
-            .ok()
-            .map(|v| v.iter().map(|s| s.trim_matches([' ', '\0']).to_string()).collect()),
+        (_, v) => v.to_multi_str().ok().map(|v| {
+            v.iter()
+                .map(|s| s.trim_matches([' ', '\0']).to_string())
+                .collect()
+        }),
     }
 }
 
 /// The dictionary VR of a standard attribute when it is a string VR.
 fn dictionary_string_vr(tag: Tag) -> Option<VR> {
     let vr = StandardDataDictionary.by_tag(tag)?.vr.relaxed();
-    (is_text_vr(vr) || matches!(vr, VR::DA | VR::DT | VR::TM | VR::UI | VR::AS | VR::DS | VR::IS))
-        .then_some(vr)
+    (is_text_vr(vr)
+        || matches!(
+            vr,
+            VR::DA | VR::DT | VR::TM | VR::UI | VR::AS | VR::DS | VR::IS
+        ))
+    .then_some(vr)
 }
 
 fn dictionary_is_sequence(tag: Tag) -> bool {
@@ -734,7 +808,10 @@ fn scrub_tokens(obj: &InMemDicomObject, d: &Deidentifier) -> Vec<String> {
     for e in obj.iter() {
         let tag = tag_u32(e.tag());
         let vr = e.vr();
-        if !matches!(vr, VR::PN | VR::LO | VR::SH | VR::AE | VR::DA | VR::DT | VR::UI) {
+        if !matches!(
+            vr,
+            VR::PN | VR::LO | VR::SH | VR::AE | VR::DA | VR::DT | VR::UI
+        ) {
             continue;
         }
         let acted = match d.plan_for(tag) {
@@ -755,8 +832,10 @@ fn scrub_tokens(obj: &InMemDicomObject, d: &Deidentifier) -> Vec<String> {
                     push(part);
                 }
             }
-            if vr == VR::DA || tag == PATIENT_BIRTH_DATE {
-                if let Some((y, m, dd)) = temporal::parse_date(v.trim()) {
+            if (vr == VR::DA || tag == PATIENT_BIRTH_DATE)
+                && let Some((y, m, dd)) = temporal::parse_date(v.trim())
+            {
+                {
                     for f in [
                         format!("{y:04}-{m:02}-{dd:02}"),
                         format!("{y:04}/{m:02}/{dd:02}"),
@@ -781,12 +860,16 @@ struct Run<'a> {
     d: &'a Deidentifier,
     report: ObjectReport,
     day_offset: i32,
+    /// Rotation of times of day, seconds (keyed per patient like the day offset).
+    time_offset: u32,
     patient_pseudonym: String,
     scrub: Vec<String>,
     path: Vec<u32>,
     /// Depth of sequences being replaced by dummies (D on a sequence): free text inside is
     /// replaced too.
     dummy_depth: u32,
+    /// Depth of sequences being cleaned (C on a sequence): free text inside is cleaned.
+    clean_depth: u32,
 }
 
 fn is_text_vr(vr: VR) -> bool {
@@ -816,8 +899,11 @@ impl Run<'_> {
         let mut creators: HashMap<(u16, u8), String> = HashMap::new();
         for e in obj.iter() {
             let t = e.tag();
-            if t.group() % 2 == 1 && (0x10..=0xFF).contains(&t.element()) {
-                if let Ok(s) = e.value().to_str() {
+            if t.group() % 2 == 1
+                && (0x10..=0xFF).contains(&t.element())
+                && let Ok(s) = e.value().to_str()
+            {
+                {
                     creators.insert(
                         (t.group(), t.element() as u8),
                         s.trim_matches([' ', '\0']).to_string(),
@@ -906,15 +992,14 @@ impl Run<'_> {
                     self.record(t, taken);
                     return None;
                 }
-                if !self.d.exact.contains_key(&t) && p == Plan::Retain {
+                if !self.d.exact.contains_key(&t) && matches!(p, Plan::Retain | Plan::Clean) {
                     self.report.warn(Warning::GraphicsKeptUnexamined);
                 }
                 p
             }
             None => {
                 let group = tag.group();
-                if (0x6000..=0x601E).contains(&group) && group % 2 == 0 && self.d.overlays_removed
-                {
+                if (0x6000..=0x601E).contains(&group) && group % 2 == 0 && self.d.overlays_removed {
                     self.record(t, ActionTaken::OverlayRemoved);
                     return None;
                 }
@@ -937,6 +1022,9 @@ impl Run<'_> {
     fn unlisted_plan(&self, t: u32, vr: VR, e: &InMemElement) -> Plan {
         if self.dummy_depth > 0 && matches!(vr, VR::UT | VR::ST | VR::LT) {
             return Plan::Dummy;
+        }
+        if self.clean_depth > 0 && matches!(vr, VR::UT | VR::ST | VR::LT | VR::LO | VR::SH) {
+            return Plan::Clean;
         }
         match vr {
             VR::DA | VR::DT => match self.d.profile.options.retain_longitudinal {
@@ -986,7 +1074,11 @@ impl Run<'_> {
         }
     }
 
-    fn items(&mut self, tag: u32, seq: DataSetSequence<InMemDicomObject>) -> DataSetSequence<InMemDicomObject> {
+    fn items(
+        &mut self,
+        tag: u32,
+        seq: DataSetSequence<InMemDicomObject>,
+    ) -> DataSetSequence<InMemDicomObject> {
         self.path.push(tag);
         let items: Vec<InMemDicomObject> = seq
             .into_items()
@@ -1003,7 +1095,10 @@ impl Run<'_> {
         let vr = e.vr();
         // Binary and unknown values cannot be rewritten meaningfully: remove them unless kept.
         let rewritable = is_text_vr(vr)
-            || matches!(vr, VR::DA | VR::DT | VR::TM | VR::UI | VR::AS | VR::SQ | VR::DS | VR::IS);
+            || matches!(
+                vr,
+                VR::DA | VR::DT | VR::TM | VR::UI | VR::AS | VR::SQ | VR::DS | VR::IS
+            );
         match plan {
             Plan::Keep => self.keep(e),
             Plan::Retain => {
@@ -1013,6 +1108,14 @@ impl Run<'_> {
             Plan::Remove => {
                 self.record(t, ActionTaken::Removed);
                 None
+            }
+            Plan::RemoveUnlessEmpty => {
+                if e.items().is_some_and(<[InMemDicomObject]>::is_empty) {
+                    Some(e)
+                } else {
+                    self.record(t, ActionTaken::Removed);
+                    None
+                }
             }
             Plan::Empty => {
                 self.record(t, ActionTaken::Emptied);
@@ -1036,9 +1139,12 @@ impl Run<'_> {
                     _ => {}
                 }
                 let dummy = plan == Plan::Dummy;
+                let clean = plan == Plan::Clean;
                 self.dummy_depth += u32::from(dummy);
+                self.clean_depth += u32::from(clean);
                 let kept = self.keep(e);
                 self.dummy_depth -= u32::from(dummy);
+                self.clean_depth -= u32::from(clean);
                 kept
             }
             _ if !rewritable => {
@@ -1078,12 +1184,13 @@ impl Run<'_> {
             VR::DA => temporal::shift_da(value, self.day_offset)
                 .filter(|s| !s.is_empty() && self.shifting())
                 .unwrap_or_else(|| "19000101".to_string()),
-            VR::DT => temporal::shift_dt(value, self.day_offset)
+            VR::DT => temporal::shift_dt_and_time(value, self.day_offset, self.time_offset)
                 .filter(|s| !s.is_empty() && self.shifting())
                 .unwrap_or_else(|| "19000101000000".to_string()),
             VR::TM => {
                 if self.shifting() && !value.is_empty() {
-                    value.to_string()
+                    temporal::shift_tm(value, self.time_offset)
+                        .unwrap_or_else(|| "000000".to_string())
                 } else {
                     "000000".to_string()
                 }
@@ -1122,7 +1229,11 @@ impl Run<'_> {
         Some(match plan {
             Plan::Dummy => {
                 self.record(t, ActionTaken::Dummy);
-                let base = if values.is_empty() { vec![String::new()] } else { values };
+                let base = if values.is_empty() {
+                    vec![String::new()]
+                } else {
+                    values
+                };
                 base.iter().map(|v| self.dummy(t, vr, v)).collect()
             }
             Plan::Uid => {
@@ -1143,7 +1254,7 @@ impl Run<'_> {
                         let shifted = if vr == VR::DA {
                             temporal::shift_da(v, self.day_offset)
                         } else {
-                            temporal::shift_dt(v, self.day_offset)
+                            temporal::shift_dt_and_time(v, self.day_offset, self.time_offset)
                         };
                         match shifted {
                             Some(s) => out.push(s),
@@ -1159,8 +1270,24 @@ impl Run<'_> {
                     }
                     out
                 }
-                // Whole-day shifts leave times of day valid.
-                VR::TM => values,
+                // Times of day rotate by the patient's keyed offset (see `temporal::shift_tm`).
+                VR::TM => {
+                    let mut out = Vec::with_capacity(values.len());
+                    for v in &values {
+                        match temporal::shift_tm(v, self.time_offset) {
+                            Some(s) => out.push(s),
+                            None => {
+                                self.report.warn(Warning::UnparseableDate { tag: t });
+                                self.record(t, ActionTaken::Emptied);
+                                return Some(Vec::new());
+                            }
+                        }
+                    }
+                    if nonempty {
+                        self.record(t, ActionTaken::DateShifted);
+                    }
+                    out
+                }
                 _ => {
                     self.record(t, ActionTaken::Removed);
                     return None;
@@ -1197,10 +1324,11 @@ impl Run<'_> {
                 values
                     .iter()
                     .map(|v| {
-                        let p = self
-                            .d
-                            .secret
-                            .pseudonym("identifier", v, &self.d.profile.pseudonym_prefix);
+                        let p = self.d.secret.pseudonym(
+                            "identifier",
+                            v,
+                            &self.d.profile.pseudonym_prefix,
+                        );
                         self.d.note(CrosswalkKind::Identifier, v, &p);
                         p
                     })
@@ -1215,13 +1343,59 @@ impl Run<'_> {
                 let v = self.d.replacements.get(i).cloned().unwrap_or_default();
                 if v.is_empty() { Vec::new() } else { vec![v] }
             }
-            Plan::Keep | Plan::Retain | Plan::Recurse | Plan::Remove | Plan::Empty => values,
+            Plan::Keep
+            | Plan::Retain
+            | Plan::Recurse
+            | Plan::Remove
+            | Plan::RemoveUnlessEmpty
+            | Plan::Empty => values,
         })
     }
 }
 
-/// Replaces every occurrence (ASCII case-insensitive) of a token in `text` with `***`.
+/// Replaces every occurrence (case-insensitive) of a token in `text` with `***`, then every
+/// date-like or long number (a run of digits and `/ . -` holding at least 6 digits).
 fn scrub(text: &str, tokens: &[String]) -> (String, bool) {
+    let (s, a) = scrub_tokens_in(text, tokens);
+    let (s, b) = scrub_numbers(&s);
+    (s, a || b)
+}
+
+fn scrub_numbers(text: &str) -> (String, bool) {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_ascii_digit() {
+            let mut j = i;
+            let mut last_digit = i;
+            let mut digits = 0;
+            while j < chars.len()
+                && (chars[j].is_ascii_digit() || matches!(chars[j], '/' | '.' | '-'))
+            {
+                if chars[j].is_ascii_digit() {
+                    digits += 1;
+                    last_digit = j;
+                }
+                j += 1;
+            }
+            if digits >= 6 {
+                out.push_str("***");
+                changed = true;
+            } else {
+                out.extend(&chars[i..=last_digit]);
+            }
+            i = last_digit + 1;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    (out, changed)
+}
+
+fn scrub_tokens_in(text: &str, tokens: &[String]) -> (String, bool) {
     let mut s = text.to_string();
     let mut changed = false;
     for token in tokens {
@@ -1231,7 +1405,10 @@ fn scrub(text: &str, tokens: &[String]) -> (String, bool) {
             let Some(pos) = upper.find(token.as_str()) else {
                 break;
             };
-            if upper.len() != s.len() || !s.is_char_boundary(pos) || !s.is_char_boundary(pos + token.len()) {
+            if upper.len() != s.len()
+                || !s.is_char_boundary(pos)
+                || !s.is_char_boundary(pos + token.len())
+            {
                 // Fall back to removing the whole value when positions cannot be mapped.
                 return (String::new(), true);
             }
@@ -1273,14 +1450,36 @@ mod tests {
     #[test]
     fn scrub_replaces_case_insensitively() {
         let tokens = vec!["DOE".to_string(), "12345".to_string()];
-        assert_eq!(scrub("Scan of Doe, id 12345", &tokens), ("Scan of ***, id ***".to_string(), true));
-        assert_eq!(scrub("nothing here", &tokens), ("nothing here".to_string(), false));
+        assert_eq!(
+            scrub("Scan of Doe, id 12345", &tokens),
+            ("Scan of ***, id ***".to_string(), true)
+        );
+        assert_eq!(
+            scrub("nothing here", &tokens),
+            ("nothing here".to_string(), false)
+        );
+        assert_eq!(
+            scrub("seen 10/01/2024 and 2024-01-10, 3.5 mm, 120 kV", &[]),
+            ("seen *** and ***, 3.5 mm, 120 kV".to_string(), true)
+        );
+    }
+
+    #[test]
+    fn a_deidentifier_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Deidentifier>();
     }
 
     #[test]
     fn crosswalk_csv_quotes_fields() {
         let mut c = Crosswalk::default();
-        c.entries.insert((CrosswalkKind::Patient, Phi::new("id:A,B".into())), "BS1".into());
-        assert_eq!(c.to_csv(), "kind,original,pseudonym\npatient,\"id:A,B\",BS1\n");
+        c.entries.insert(
+            (CrosswalkKind::Patient, Phi::new("id:A,B".into())),
+            "BS1".into(),
+        );
+        assert_eq!(
+            c.to_csv(),
+            "kind,original,pseudonym\npatient,\"id:A,B\",BS1\n"
+        );
     }
 }

@@ -48,6 +48,12 @@ pub enum DeidError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Writing the de-identified object to its destination failed.
+    #[error("cannot write the de-identified object: {source}")]
+    Output {
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The input is not a DICOM data set this crate can read.
     #[error("not readable as DICOM: {reason}")]
     NotDicom {

@@ -17,7 +17,14 @@
 //!   LongitudinalTemporalInformationModified set to what was done;
 //! - a per-object [`report::ObjectReport`] of tags and actions, never values.
 //!
-//! Files are read up to the pixel data; the Pixel Data element is copied through unchanged.
+//! Files ([`Deidentifier::deidentify_bytes`], [`Deidentifier::deidentify_to`] for any writer,
+//! [`Deidentifier::deidentify_file`] for atomic output) are checked element by element against
+//! their own size before anything is parsed (a malformed file is a typed error, and memory stays
+//! bounded by the file's size), parsed up to the pixel data, and written with the Pixel Data
+//! element copied through byte for byte in the original transfer syntax. Deflated data sets are
+//! inflated and written as Explicit VR Little Endian. A site secret is created on first use by
+//! [`SiteSecret::load_or_create`]; an optional [`Crosswalk`] of originals and pseudonyms is kept
+//! only when asked for ([`Deidentifier::with_crosswalk`]) and written apart from the outputs.
 //!
 //! ```
 //! use bedside_deid::{Deidentifier, ObjectContext, Profile, SiteSecret};

@@ -163,15 +163,13 @@ impl TagRule {
     pub fn pattern(&self) -> Option<TagPattern> {
         match (&self.tag, &self.keyword) {
             (Some(t), None) => TagPattern::parse(t),
-            (None, Some(k)) => StandardDataDictionary
-                .by_name(k)
-                .map(|e| {
-                    let t = e.tag.inner();
-                    TagPattern {
-                        value: (u32::from(t.group()) << 16) | u32::from(t.element()),
-                        mask: u32::MAX,
-                    }
-                }),
+            (None, Some(k)) => StandardDataDictionary.by_name(k).map(|e| {
+                let t = e.tag.inner();
+                TagPattern {
+                    value: (u32::from(t.group()) << 16) | u32::from(t.element()),
+                    mask: u32::MAX,
+                }
+            }),
             _ => None,
         }
     }
@@ -190,7 +188,8 @@ pub struct Profile {
     /// Prefix of identifier pseudonyms (letters and digits, at most 4).
     pub pseudonym_prefix: String,
     /// Replace PatientID, PatientName, AccessionNumber and StudyID with keyed pseudonyms (rather
-    /// than emptying them), so instances of one patient and study stay linked.
+    /// than emptying them), so instances of one patient and study stay linked. Standard mode
+    /// only; in safe-list mode the rules decide.
     pub pseudonymize_identifiers: bool,
     /// Private attributes kept under the Retain Safe Private option.
     pub safe_private: Vec<SafePrivate>,
@@ -224,7 +223,10 @@ impl Validate for Profile {
             return Err(("dates".into(), "offsets must be within ±100 years".into()));
         }
         if self.pseudonym_prefix.len() > 4
-            || !self.pseudonym_prefix.bytes().all(|b| b.is_ascii_alphanumeric())
+            || !self
+                .pseudonym_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric())
         {
             return Err((
                 "pseudonym_prefix".into(),
@@ -246,7 +248,10 @@ impl Validate for Profile {
                 ));
             }
             if sp.creator.trim().is_empty() {
-                return Err((format!("safe_private[{i}].creator"), "must not be empty".into()));
+                return Err((
+                    format!("safe_private[{i}].creator"),
+                    "must not be empty".into(),
+                ));
             }
         }
         for (i, r) in self.rule.iter().enumerate() {
@@ -341,9 +346,18 @@ mod tests {
             matches!(&bad, Err(DeidError::Profile { key, .. }) if key == "dates.min_days"),
             "{bad:?}"
         );
-        let bad = Profile::from_toml("[[rule]]\nkeyword = \"NoSuchThing\"\naction = \"keep\"\n", "p");
-        assert!(matches!(&bad, Err(DeidError::Profile { key, .. }) if key == "rule[0]"), "{bad:?}");
+        let bad = Profile::from_toml(
+            "[[rule]]\nkeyword = \"NoSuchThing\"\naction = \"keep\"\n",
+            "p",
+        );
+        assert!(
+            matches!(&bad, Err(DeidError::Profile { key, .. }) if key == "rule[0]"),
+            "{bad:?}"
+        );
         let bad = Profile::from_toml("[options]\nretain_uid = true\n", "p");
-        assert!(matches!(&bad, Err(DeidError::Profile { key, .. }) if key.contains("retain_uid")), "{bad:?}");
+        assert!(
+            matches!(&bad, Err(DeidError::Profile { key, .. }) if key.contains("retain_uid")),
+            "{bad:?}"
+        );
     }
 }

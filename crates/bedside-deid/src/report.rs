@@ -82,6 +82,9 @@ pub enum Warning {
         /// The tag.
         tag: u32,
     },
+    /// The data set was encoded in Implicit VR Little Endian although the file meta declared an
+    /// explicit VR transfer syntax; it was read as found and written as declared.
+    DeclaredTransferSyntaxMismatch,
     /// Overlays or curves were kept under Clean Graphics without examining their bitmaps.
     GraphicsKeptUnexamined,
     /// A per-tag rule keeps an attribute the Basic Profile acts on, so the Basic Profile code is

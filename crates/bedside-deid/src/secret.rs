@@ -118,6 +118,15 @@ impl SiteSecret {
         (i64::from(lo) + r as i64) as i32
     }
 
+    /// The keyed rotation of times of day for a patient, in seconds (1 to 86,399: never zero,
+    /// so times never pass through unchanged).
+    pub fn time_offset(&self, patient_key: &str) -> u32 {
+        let h = self.keyed_hash("time-shift", patient_key.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&h[..8]);
+        1 + (u64::from_be_bytes(first) % 86_399) as u32
+    }
+
     /// Where [`SiteSecret::load_or_create`] keeps the secret for `dir`.
     pub fn path_in(dir: &Path) -> PathBuf {
         dir.join(SECRET_FILE_NAME)

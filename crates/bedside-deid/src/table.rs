@@ -140,7 +140,7 @@ impl TagPattern {
         }
         let group = tag >> 16;
         let base = self.value >> 16;
-        group % 2 == 0 && group >= base && group <= base + 0x1E
+        group.is_multiple_of(2) && group >= base && group <= base + 0x1E
     }
 }
 
@@ -334,7 +334,11 @@ mod tests {
         assert!(table.rows.len() > 600, "{} rows", table.rows.len());
         let mut seen = std::collections::HashSet::new();
         for r in &table.rows {
-            assert!(seen.insert((r.tag.value, r.tag.mask)), "duplicate {}", r.tag);
+            assert!(
+                seen.insert((r.tag.value, r.tag.mask)),
+                "duplicate {}",
+                r.tag
+            );
         }
     }
 

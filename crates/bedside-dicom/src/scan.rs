@@ -52,6 +52,32 @@ pub enum ScanError {
         /// Offset of the element header.
         offset: usize,
     },
+    /// A binary value's length is not a whole number of its values.
+    #[error(
+        "element ({group:04X},{element:04X}) at byte {offset} declares {declared} bytes, not a multiple of {unit}"
+    )]
+    BadLength {
+        /// Group of the element.
+        group: u16,
+        /// Element number.
+        element: u16,
+        /// Offset of the element header.
+        offset: usize,
+        /// Declared value length.
+        declared: u64,
+        /// Size of one value.
+        unit: u32,
+    },
+    /// A sequence holds something other than items.
+    #[error("({group:04X},{element:04X}) at byte {offset} stands where a sequence item must")]
+    NotAnItem {
+        /// Group of the element.
+        group: u16,
+        /// Element number.
+        element: u16,
+        /// Where it is.
+        offset: usize,
+    },
     /// A sequence or item of undefined length is never closed.
     #[error("undefined-length {what} starting at byte {offset} is never closed")]
     Unclosed {
@@ -98,9 +124,19 @@ impl Encoding {
     }
 }
 
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_dictionary_std::StandardDataDictionary;
+
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 /// Deepest sequence nesting accepted.
 pub const MAX_DEPTH: usize = 32;
+
+/// Every value representation of the standard (PS3.5 table 6.2-1).
+const KNOWN_VRS: [&[u8; 2]; 34] = [
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"OB",
+    b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
+    b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
+];
 
 const LONG_VRS: [&[u8; 2]; 13] = [
     b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV",
@@ -174,9 +210,13 @@ impl Scanner<'_> {
                 pos += 8 + len as usize;
                 continue;
             }
+            let mut vr_code: Option<[u8; 2]> = None;
             let (len, header, is_sq) = if self.enc.explicit_vr {
                 let vr = [self.buf[pos + 4], self.buf[pos + 5]];
-                if !vr.iter().all(|c| c.is_ascii_uppercase()) {
+                vr_code = Some(vr);
+                // An unknown VR leaves the length layout unknown (parsers guess differently), so
+                // it is rejected rather than guessed.
+                if !KNOWN_VRS.contains(&&vr) {
                     return Err(ScanError::BadVr {
                         group,
                         element,
@@ -193,7 +233,19 @@ impl Scanner<'_> {
                     (self.u16_at(pos + 6) as u32, 8, false)
                 }
             } else {
-                (self.u32_at(pos + 4), 8, false)
+                // Implicit VR: parsers take the VR from the dictionary, so a sequence must be
+                // recognised the same way to check what it holds.
+                let known = StandardDataDictionary
+                    .by_tag(dicom_core::Tag(group, element))
+                    .map(|e| e.vr());
+                if let Some(VirtualVr::Exact(vr)) = known {
+                    let code = vr.to_string().as_bytes().to_owned();
+                    if code.len() == 2 {
+                        vr_code = Some([code[0], code[1]]);
+                    }
+                }
+                let is_sq = known == Some(VirtualVr::Exact(dicom_core::VR::SQ));
+                (self.u32_at(pos + 4), 8, is_sq)
             };
             let start = pos + header;
             if len == UNDEFINED {
@@ -201,6 +253,23 @@ impl Scanner<'_> {
                 // items closed by a sequence delimiter.
                 pos = self.items(start, end, depth + 1, group == 0x7FE0, true)?;
                 continue;
+            }
+            // Binary values come in whole numbers; a parser reading a partial one loses its place
+            // in the stream and reads garbage lengths next.
+            let unit = match vr_code.as_ref().map(|v| &v[..]) {
+                Some(b"SS" | b"US" | b"OW") => 2,
+                Some(b"SL" | b"UL" | b"FL" | b"AT" | b"OL" | b"OF") => 4,
+                Some(b"FD" | b"SV" | b"UV" | b"OD" | b"OV") => 8,
+                _ => 1,
+            };
+            if len != UNDEFINED && len % unit != 0 {
+                return Err(ScanError::BadLength {
+                    group,
+                    element,
+                    offset: pos,
+                    declared: len as u64,
+                    unit,
+                });
             }
             let available = (end - start) as u64;
             if len as u64 > available {
@@ -273,18 +342,11 @@ impl Scanner<'_> {
                     pos += len as usize;
                 }
                 _ => {
-                    // Anything else inside a sequence is malformed; let the parser name it, but
-                    // never read past the container.
-                    if len != UNDEFINED && len as u64 > (end - pos) as u64 {
-                        return Err(ScanError::Truncated {
-                            group,
-                            element,
-                            offset: pos - 8,
-                            declared: len as u64,
-                            available: (end - pos) as u64,
-                        });
-                    }
-                    return Ok(end);
+                    return Err(ScanError::NotAnItem {
+                        group,
+                        element,
+                        offset: pos - 8,
+                    });
                 }
             }
         }

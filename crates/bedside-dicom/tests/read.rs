@@ -110,6 +110,18 @@ fn deep_nesting_and_garbage_are_rejected() {
         Err(ReadError::NotDicom(_))
     ));
     assert!(matches!(read_bytes(&[]), Err(ReadError::NotDicom(_))));
+    // Found by fuzzing: an unknown VR that a parser would read with a 4-byte length of 3 GB.
+    let unknown_vr = [96, 0, 0, 0, 76, 67, 8, 0, 0, 0, 0, 189, 0, 0, 73, 68];
+    let odd = [
+        68, 0, 0, 96, 83, 76, 5, 0, 0, 0, 3, 0, 0, 68, 0, 0, 96, 83, 76, 5, 0, 0, 96, 83, 76, 5,
+    ];
+    let r2 = read_bytes(&odd);
+    assert!(r2.is_err(), "{:?}", r2.map(|_| ()));
+    let r = read_bytes(&unknown_vr);
+    assert!(
+        matches!(r, Err(ReadError::Malformed(ScanError::BadVr { .. }))),
+        "{r:?}"
+    );
     let _ = Tag(0, 0);
 }
 

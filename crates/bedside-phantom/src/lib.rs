@@ -153,6 +153,13 @@ pub fn generate(
     std::fs::create_dir_all(out).map_err(io(out))?;
 
     let cohort = cohort::plan(config);
+    tracing::info!(
+        patients = cohort.patients.len(),
+        studies = cohort.study_count(),
+        sites = config.sites,
+        seed = config.seed,
+        "cohort planned"
+    );
     let sites: Vec<sites::Site> = (0..config.sites).map(sites::site).collect();
     let jobs: Vec<(usize, usize)> = cohort
         .patients
@@ -167,12 +174,14 @@ pub fn generate(
             let s = &p.studies[sj];
             let t = truth::make_study(config, out, p, s, &sites[p.site])?;
             bytes.fetch_add(t.file_bytes, Ordering::Relaxed);
+            tracing::debug!(study = %s.key, frames = s.frames, bytes = t.file_bytes, "study written");
             on_study();
             Ok(t)
         })
         .collect();
     let outputs = outputs?;
     truth::write_tables(config, out, &cohort, &sites, &outputs)?;
+    tracing::info!(out = %out.display(), "ground-truth tables written");
 
     let count = |f: &dyn Fn(&truth::StudyTruth) -> bool| outputs.iter().filter(|t| f(t)).count();
     let split = [

@@ -45,7 +45,10 @@ pub fn python() -> Option<PathBuf> {
 pub fn pydicom_test_files() -> Option<PathBuf> {
     let lib = workspace_root().join(".venv/lib");
     for entry in std::fs::read_dir(lib).ok()? {
-        let p = entry.ok()?.path().join("site-packages/pydicom/data/test_files");
+        let p = entry
+            .ok()?
+            .path()
+            .join("site-packages/pydicom/data/test_files");
         if p.is_dir() {
             return Some(p);
         }
@@ -70,7 +73,9 @@ pub struct Input {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for p in entries {
@@ -84,7 +89,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Every file of the WG04 set (REF files decompressed from zstd).
 pub fn wg04() -> Vec<Input> {
-    let Some(td) = testdata() else { return Vec::new() };
+    let Some(td) = testdata() else {
+        return Vec::new();
+    };
     let root = td.join("dicom/wg04");
     let mut files = Vec::new();
     walk(&root, &mut files);
@@ -106,9 +113,29 @@ pub fn wg04() -> Vec<Input> {
         .collect()
 }
 
+/// The burned-in text samples (their headers carry the same pseudo-PHI as their pixels).
+pub fn burned_in() -> Vec<Input> {
+    let Some(td) = testdata() else {
+        return Vec::new();
+    };
+    let root = td.join("dicom/burned-in");
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .map(|p| Input {
+            name: format!("burned-in/{}", p.strip_prefix(&root).unwrap().display()),
+            bytes: std::fs::read(&p).unwrap(),
+        })
+        .collect()
+}
+
 /// The pydicom wheel's `.dcm` test files.
 pub fn pydicom_files() -> Vec<Input> {
-    let Some(dir) = pydicom_test_files() else { return Vec::new() };
+    let Some(dir) = pydicom_test_files() else {
+        return Vec::new();
+    };
     let mut files = Vec::new();
     walk(&dir, &mut files);
     files
