@@ -498,6 +498,23 @@ pub fn evaluate(table: &EvalTable, settings: &EvalSettings) -> Result<EvalReport
                 metrics.insert(name.to_string(), e);
             }
         }
+        // Bland–Altman bias and limits of agreement, with intervals like every other metric.
+        type Part = fn(&reg::BlandAltman) -> f64;
+        let parts: [(&str, Part); 3] = [
+            ("bland_altman_bias", |b| b.bias),
+            ("bland_altman_lower_limit", |b| b.lower_limit),
+            ("bland_altman_upper_limit", |b| b.upper_limit),
+        ];
+        for (name, part) in parts {
+            let m = |rows: &[usize]| {
+                reg::compute_bland_altman(&pick(target, rows), &pick(predicted, rows), 0.95)
+                    .ok()
+                    .map(|b| part(&b))
+            };
+            if let Some(e) = estimate(name, &clusters, boot, &m, &all, &mut warnings)? {
+                metrics.insert(name.to_string(), e);
+            }
+        }
         report.regression = Some(RegressionReport {
             metrics,
             bland_altman: reg::compute_bland_altman(target, predicted, 0.95)?,
@@ -884,6 +901,7 @@ fn survival_curve_metrics(
         );
     }
     const ANTOLINI_MAX: usize = 20_000;
+    const ANTOLINI_BOOTSTRAP_MAX: usize = 2_000;
     if n <= ANTOLINI_MAX {
         match surv::compute_antolini_concordance(
             time,
@@ -892,7 +910,30 @@ fn survival_curve_metrics(
             &table.survival,
             surv::AntoliniVariant::Antolini,
         ) {
+            Ok(v) if n <= ANTOLINI_BOOTSTRAP_MAX => {
+                let antolini = |rows: &[usize]| {
+                    let surv: Vec<f64> = rows
+                        .iter()
+                        .flat_map(|&i| table.survival[i * g..(i + 1) * g].iter().copied())
+                        .collect();
+                    surv::compute_antolini_concordance(
+                        &pick(time, rows),
+                        &pick(event, rows),
+                        grid,
+                        &surv,
+                        surv::AntoliniVariant::Antolini,
+                    )
+                    .ok()
+                };
+                metrics.insert(
+                    "antolini_c".to_string(),
+                    bootstrap_ci(v, clusters, boot, |s| antolini(&s.indices))?,
+                );
+            }
             Ok(v) => {
+                warnings.push(format!(
+                    "Antolini's concordance: no interval above {ANTOLINI_BOOTSTRAP_MAX} cases (O(n²) per replicate)"
+                ));
                 metrics.insert("antolini_c".to_string(), Estimate::point(v));
             }
             Err(e) => warnings.push(format!("Antolini's concordance: {e}")),

@@ -320,9 +320,58 @@ fn survival_curves_and_training_censoring_through_the_pipeline() {
         1e-8,
         "Antolini",
     );
+    let antolini = s.metrics["antolini_c"];
+    assert!(
+        antolini.replicates_used == 20
+            && antolini.lower < antolini.value
+            && antolini.value < antolini.upper,
+        "Antolini's C has a bootstrap interval: {antolini:?}"
+    );
     let ibs = s.metrics["integrated_brier"];
     assert!(
         ibs.value > 0.1 && ibs.value < 0.25 && ibs.lower <= ibs.value && ibs.value <= ibs.upper
     );
     assert!(s.censoring_fitted_on.contains("training"));
+}
+
+#[test]
+fn bland_altman_limits_have_intervals() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reg.csv");
+    let mut csv = String::from("id,patient,truth,pred\n");
+    let mut rng = bedside_core::rng::Rng::seed_from(3);
+    let (mut truth, mut pred) = (Vec::new(), Vec::new());
+    for i in 0..120 {
+        let t = rng.range(20.0, 70.0);
+        let p = t + rng.normal_with(1.5, 4.0);
+        csv.push_str(&format!("{i},{},{t},{p}\n", i / 2));
+        truth.push(t);
+        pred.push(p);
+    }
+    std::fs::write(&path, csv).unwrap();
+    let map = ColumnMap {
+        id: Some("id".into()),
+        patient: Some("patient".into()),
+        target: Some("truth".into()),
+        predicted: Some("pred".into()),
+        ..Default::default()
+    };
+    let table = load(&path, None, &map).unwrap();
+    let report = evaluate(&table, &settings(50)).unwrap();
+    let r = report.regression.as_ref().unwrap();
+    let direct = bedside_eval::regression::compute_bland_altman(&truth, &pred, 0.95).unwrap();
+    // The table's difference convention may be predicted − target or the reverse; the point
+    // values must equal the direct computation's up to that sign.
+    for (name, expected) in [
+        ("bland_altman_bias", direct.bias),
+        ("bland_altman_lower_limit", direct.lower_limit),
+        ("bland_altman_upper_limit", direct.upper_limit),
+    ] {
+        let e = r.metrics[name];
+        close(e.value, expected, 1e-9, name);
+        assert!(
+            e.replicates_used == 50 && e.lower < e.value && e.value < e.upper,
+            "{name}: {e:?}"
+        );
+    }
 }
