@@ -38,6 +38,8 @@ pub struct EvalSettings {
     pub target_accuracy: f64,
     /// Concordance conventions.
     pub concordance: ConcordanceOptions,
+    /// Brier-score conventions (averaging, where G is read, integration rule).
+    pub brier: surv::BrierOptions,
     /// Maximum points kept per curve in the report.
     pub max_curve_points: usize,
 }
@@ -53,6 +55,7 @@ impl Default for EvalSettings {
             min_group_patients: 30,
             target_accuracy: 0.95,
             concordance: ConcordanceOptions::default(),
+            brier: surv::BrierOptions::default(),
             max_curve_points: 400,
         }
     }
@@ -641,6 +644,7 @@ pub fn evaluate(table: &EvalTable, settings: &EvalSettings) -> Result<EvalReport
                 &times,
                 &clusters,
                 boot,
+                &settings.brier,
                 &mut metrics,
             )?;
             brier = b;
@@ -797,6 +801,7 @@ fn survival_curve_metrics(
     times: &[f64],
     clusters: &Clusters,
     boot: &BootstrapOptions,
+    brier_options: &surv::BrierOptions,
     metrics: &mut BTreeMap<String, Estimate>,
 ) -> Result<(Option<TimedValues>, Vec<String>)> {
     let mut warnings = Vec::new();
@@ -817,7 +822,7 @@ fn survival_curve_metrics(
     };
     let censoring =
         surv::CensoringDistribution::fit(g_time, g_event, surv::CensoringTies::EventsFirst)?;
-    let opts = surv::BrierOptions::default();
+    let opts = *brier_options;
     let all: Vec<usize> = (0..n).collect();
     let mut brier = None;
     if !times.is_empty() {

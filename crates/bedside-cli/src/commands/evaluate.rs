@@ -8,7 +8,9 @@ use bedside_eval::bootstrap::BootstrapOptions;
 use bedside_eval::evaluate::{EvalReport, EvalSettings, evaluate};
 use bedside_eval::input::{ColumnMap, load, load_censoring_data};
 use bedside_eval::report::write_report;
-use bedside_eval::survival::ConcordanceOptions;
+use bedside_eval::survival::{
+    BrierNormalisation, BrierOptions, CensoringAt, ConcordanceOptions, Integration,
+};
 
 use crate::ui::{Ctx, Exit};
 
@@ -95,6 +97,18 @@ pub struct Args {
     /// lifelines: 0).
     #[arg(long, default_value_t = 1e-8)]
     pub tie_tolerance: f64,
+    /// Brier averaging: `mean` divides by n (scikit-survival), `self` by the sum of the weights
+    /// (pycox).
+    #[arg(long, default_value = "mean", value_parser = ["mean", "self"])]
+    pub brier_normalisation: String,
+    /// Where the censoring survival G is read for events: `event-time` G(T) (scikit-survival)
+    /// or `just-before` G(T−) (pycox).
+    #[arg(long, default_value = "event-time", value_parser = ["event-time", "just-before"])]
+    pub brier_censoring_at: String,
+    /// Integration rule of the integrated Brier score: `trapezoid` (scikit-survival) or
+    /// `simpson` (pycox).
+    #[arg(long, default_value = "trapezoid", value_parser = ["trapezoid", "simpson"])]
+    pub integration: String,
     /// Bootstrap replicates (0 disables confidence intervals).
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
@@ -172,6 +186,23 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
             tie_tolerance: args.tie_tolerance,
             tau: args.tau,
             ..Default::default()
+        },
+        brier: BrierOptions {
+            normalisation: if args.brier_normalisation == "self" {
+                BrierNormalisation::SelfNormalised
+            } else {
+                BrierNormalisation::Mean
+            },
+            censoring_at: if args.brier_censoring_at == "just-before" {
+                CensoringAt::JustBefore
+            } else {
+                CensoringAt::EventTime
+            },
+            integration: if args.integration == "simpson" {
+                Integration::Simpson
+            } else {
+                Integration::Trapezoid
+            },
         },
         ..Default::default()
     };
