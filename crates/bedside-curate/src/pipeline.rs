@@ -457,6 +457,7 @@ pub fn run(
             r
         })
         .collect();
+    crate::ocr::release_engines();
     if staging.exists() {
         let _ = std::fs::remove_dir_all(&staging);
     }
