@@ -515,21 +515,50 @@ pub fn find_text(
         // A match blanks the whole line it stands in (the line as found from the pixels, which
         // does not depend on how the OCR split it): names, addresses and date-times are split
         // into words, and a half-masked line still identifies.
-        if !words
-            .iter()
-            .any(|w| policy == TextPolicy::AllText || deny.matches(&w.text))
-        {
-            continue;
-        }
-        found.lines += 1;
-        for y in r.y0..=r.y1 {
-            for x in r.x0..=r.x1 {
-                if text_image[y * columns + x] == 0 {
-                    continue;
-                }
-                for yy in y.saturating_sub(2)..=(y + 2).min(rows - 1) {
-                    for xx in x.saturating_sub(2)..=(x + 2).min(columns - 1) {
-                        found.blank[yy * columns + xx] = true;
+        let matched = |w: &Word| policy == TextPolicy::AllText || deny.matches(&w.text);
+        // The lines to blank: with a cine, the whole line as found from the static pixels (it
+        // does not depend on how the OCR split it); with a single frame, the OCR's own lines,
+        // since every bright pixel is a candidate there.
+        let lines: Vec<Rect> = if frames.len() >= 2 {
+            if words.iter().any(matched) {
+                vec![r]
+            } else {
+                Vec::new()
+            }
+        } else {
+            let mut keys: Vec<(u32, u32, u32)> = words
+                .iter()
+                .filter(|w| matched(w))
+                .map(|w| w.line)
+                .collect();
+            keys.sort();
+            keys.dedup();
+            keys.iter()
+                .filter_map(|k| {
+                    words
+                        .iter()
+                        .filter(|w| w.line == *k)
+                        .map(|w| w.rect)
+                        .reduce(|a, b| Rect {
+                            x0: a.x0.min(b.x0),
+                            y0: a.y0.min(b.y0),
+                            x1: a.x1.max(b.x1),
+                            y1: a.y1.max(b.y1),
+                        })
+                })
+                .collect()
+        };
+        for line in lines {
+            found.lines += 1;
+            for y in line.y0..=line.y1 {
+                for x in line.x0..=line.x1 {
+                    if text_image[y * columns + x] == 0 {
+                        continue;
+                    }
+                    for yy in y.saturating_sub(2)..=(y + 2).min(rows - 1) {
+                        for xx in x.saturating_sub(2)..=(x + 2).min(columns - 1) {
+                            found.blank[yy * columns + xx] = true;
+                        }
                     }
                 }
             }

@@ -217,7 +217,13 @@ pub fn clean_ultrasound(
     } else {
         None
     };
-    if regions.is_empty() && hull.is_none() && options.blank_boxes.is_empty() {
+    // Without a known scan area only text found by OCR (or given boxes) can be blanked; without
+    // OCR either, the object cannot be cleaned and is refused.
+    if regions.is_empty()
+        && hull.is_none()
+        && options.blank_boxes.is_empty()
+        && options.ocr.is_none()
+    {
         return Err(PixelError::ScanAreaUnknown);
     }
     let mut keep = if regions.is_empty() && hull.is_none() {
@@ -228,7 +234,14 @@ pub fn clean_ultrasound(
     let (mut ocr_words, mut ocr_lines) = (0, 0);
     if let Some((deny, policy)) = &options.ocr {
         let refs: Vec<&[u8]> = luma.iter().map(|f| f.as_slice()).collect();
-        let found = crate::ocr::find_text(&refs, &keep, rows, columns, deny, *policy)?;
+        // With no known scan area, text cannot be told from the scanner's interface: all of it
+        // goes.
+        let policy = if regions.is_empty() && hull.is_none() {
+            crate::ocr::TextPolicy::AllText
+        } else {
+            *policy
+        };
+        let found = crate::ocr::find_text(&refs, &keep, rows, columns, deny, policy)?;
         ocr_words = found.words;
         ocr_lines = found.lines;
         for (k, b) in keep.iter_mut().zip(&found.blank) {
