@@ -31,5 +31,6 @@ fi
   -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1)
 
 echo "==> peer-validation tests (Python reference tools)"
-cargo build --locked -p bedside-cli
+# Same feature set as the test build above, so this only links what is already compiled.
+cargo build --workspace --bins --locked
 BEDSIDE_BIN="$PWD/target/debug/bedside" .venv/bin/python -m pytest tests/python -q
