@@ -1247,52 +1247,35 @@ impl Run<'_> {
                 self.record(t, ActionTaken::UidReplaced);
                 values.iter().map(|v| self.uid(t, v)).collect()
             }
-            Plan::Shift => match vr {
-                VR::DA | VR::DT => {
-                    let mut out = Vec::with_capacity(values.len());
-                    for v in &values {
-                        let shifted = if vr == VR::DA {
-                            temporal::shift_da(v, self.day_offset)
-                        } else {
-                            temporal::shift_dt_and_time(v, self.day_offset, self.time_offset)
-                        };
-                        match shifted {
-                            Some(s) => out.push(s),
-                            None => {
-                                self.report.warn(Warning::UnparseableDate { tag: t });
-                                self.record(t, ActionTaken::Emptied);
-                                return Some(Vec::new());
-                            }
+            Plan::Shift => {
+                // Dates shift by the patient's keyed days; times of day rotate by its keyed
+                // seconds (see `temporal::shift_tm`), inside date-times too.
+                let (days, seconds) = (self.day_offset, self.time_offset);
+                let shift: &dyn Fn(&str) -> Option<String> = match vr {
+                    VR::DA => &|v| temporal::shift_da(v, days),
+                    VR::DT => &|v| temporal::shift_dt_and_time(v, days, seconds),
+                    VR::TM => &|v| temporal::shift_tm(v, seconds),
+                    _ => {
+                        self.record(t, ActionTaken::Removed);
+                        return None;
+                    }
+                };
+                let mut out = Vec::with_capacity(values.len());
+                for v in &values {
+                    match shift(v) {
+                        Some(s) => out.push(s),
+                        None => {
+                            self.report.warn(Warning::UnparseableDate { tag: t });
+                            self.record(t, ActionTaken::Emptied);
+                            return Some(Vec::new());
                         }
                     }
-                    if nonempty {
-                        self.record(t, ActionTaken::DateShifted);
-                    }
-                    out
                 }
-                // Times of day rotate by the patient's keyed offset (see `temporal::shift_tm`).
-                VR::TM => {
-                    let mut out = Vec::with_capacity(values.len());
-                    for v in &values {
-                        match temporal::shift_tm(v, self.time_offset) {
-                            Some(s) => out.push(s),
-                            None => {
-                                self.report.warn(Warning::UnparseableDate { tag: t });
-                                self.record(t, ActionTaken::Emptied);
-                                return Some(Vec::new());
-                            }
-                        }
-                    }
-                    if nonempty {
-                        self.record(t, ActionTaken::DateShifted);
-                    }
-                    out
+                if nonempty {
+                    self.record(t, ActionTaken::DateShifted);
                 }
-                _ => {
-                    self.record(t, ActionTaken::Removed);
-                    return None;
-                }
-            },
+                out
+            }
             Plan::Clean => {
                 if matches!(vr, VR::DA | VR::DT) && self.shifting() {
                     return self.rewrite(Plan::Shift, t, vr, values);

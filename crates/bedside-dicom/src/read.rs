@@ -62,78 +62,53 @@ pub fn detect(bytes: &[u8]) -> Result<Layout, ReadError> {
     }
 }
 
-/// End of the file meta group that starts at `start` (after `DICM`).
-fn meta_end(bytes: &[u8], start: usize) -> Result<usize, ReadError> {
+/// Walks the file meta group that starts at `start` (after `DICM`), checking every length:
+/// returns where the group ends and its transfer syntax UID, if present.
+fn scan_meta(bytes: &[u8], start: usize) -> Result<(usize, Option<String>), ReadError> {
     let mut pos = start;
+    let mut transfer_syntax = None;
     while pos + 8 <= bytes.len() && u16::from_le_bytes([bytes[pos], bytes[pos + 1]]) == 0x0002 {
+        let element = u16::from_le_bytes([bytes[pos + 2], bytes[pos + 3]]);
         let vr = [bytes[pos + 4], bytes[pos + 5]];
         let (len, header) = if matches!(&vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" | b"UC" | b"UR")
         {
             if pos + 12 > bytes.len() {
                 return Err(ReadError::Malformed(ScanError::ShortHeader { offset: pos }));
             }
-            (
-                u32::from_le_bytes([
-                    bytes[pos + 8],
-                    bytes[pos + 9],
-                    bytes[pos + 10],
-                    bytes[pos + 11],
-                ]) as usize,
-                12,
-            )
+            let b = [
+                bytes[pos + 8],
+                bytes[pos + 9],
+                bytes[pos + 10],
+                bytes[pos + 11],
+            ];
+            (u32::from_le_bytes(b) as usize, 12)
         } else {
             (
                 u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]) as usize,
                 8,
             )
         };
-        if len > bytes.len() - pos - header {
+        let available = bytes.len() - pos - header;
+        if len > available {
             return Err(ReadError::Malformed(ScanError::Truncated {
                 group: 0x0002,
-                element: u16::from_le_bytes([bytes[pos + 2], bytes[pos + 3]]),
+                element,
                 offset: pos,
                 declared: len as u64,
-                available: (bytes.len() - pos - header) as u64,
+                available: available as u64,
             }));
         }
-        pos += header + len;
-    }
-    Ok(pos)
-}
-
-fn transfer_syntax(bytes: &[u8], start: usize, end: usize) -> Option<String> {
-    let mut pos = start;
-    while pos + 8 <= end {
-        let element = u16::from_le_bytes([bytes[pos + 2], bytes[pos + 3]]);
-        let vr = [bytes[pos + 4], bytes[pos + 5]];
-        let (len, header) = if matches!(&vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" | b"UC" | b"UR")
-        {
-            (
-                u32::from_le_bytes([
-                    bytes[pos + 8],
-                    bytes[pos + 9],
-                    bytes[pos + 10],
-                    bytes[pos + 11],
-                ]) as usize,
-                12,
-            )
-        } else {
-            (
-                u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]) as usize,
-                8,
-            )
-        };
         if element == 0x0010 {
-            let v = bytes.get(pos + header..pos + header + len)?;
-            return Some(
-                String::from_utf8_lossy(v)
+            let value = &bytes[pos + header..pos + header + len];
+            transfer_syntax = Some(
+                String::from_utf8_lossy(value)
                     .trim_end_matches(['\0', ' '])
                     .to_string(),
             );
         }
         pos += header + len;
     }
-    None
+    Ok((pos, transfer_syntax))
 }
 
 /// Reads DICOM from bytes, checking the structure first (see the module documentation).
@@ -141,8 +116,8 @@ pub fn read_bytes(bytes: &[u8]) -> Result<DefaultDicomObject, ReadError> {
     match detect(bytes)? {
         layout @ (Layout::Part10 | Layout::Part10NoPreamble) => {
             let start = if layout == Layout::Part10 { 132 } else { 4 };
-            let end = meta_end(bytes, start)?;
-            let ts = transfer_syntax(bytes, start, end).ok_or(ReadError::NotDicom(
+            let (end, ts) = scan_meta(bytes, start)?;
+            let ts = ts.ok_or(ReadError::NotDicom(
                 "file meta group has no transfer syntax",
             ))?;
             if let Some(enc) = Encoding::of_transfer_syntax(&ts) {
