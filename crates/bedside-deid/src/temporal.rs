@@ -87,17 +87,7 @@ pub fn shift_da(value: &str, days: i32) -> Option<String> {
         return Some(String::new());
     }
     if let Some((a, b)) = v.split_once('-') {
-        let a = if a.is_empty() {
-            String::new()
-        } else {
-            shift_da(a, days)?
-        };
-        let b = if b.is_empty() {
-            String::new()
-        } else {
-            shift_da(b, days)?
-        };
-        return Some(format!("{a}-{b}"));
+        return range_ends(a, b, |x| shift_da(x, days));
     }
     let (y, m, d) = parse_date(v)?;
     let (y, m, d) = civil_from_days(days_from_civil(y, m, d) + i64::from(days));
@@ -117,17 +107,7 @@ pub fn shift_dt(value: &str, days: i32) -> Option<String> {
         return Some(String::new());
     }
     if let Some((a, b)) = split_dt_range(v) {
-        let a = if a.is_empty() {
-            String::new()
-        } else {
-            shift_dt(a, days)?
-        };
-        let b = if b.is_empty() {
-            String::new()
-        } else {
-            shift_dt(b, days)?
-        };
-        return Some(format!("{a}-{b}"));
+        return range_ends(a, b, |x| shift_dt(x, days));
     }
     // The UTC offset, if any, starts at the first '+' or '-'.
     let (body, offset) = match v.find(['+', '-']) {
@@ -173,17 +153,7 @@ pub fn shift_tm(value: &str, seconds: u32) -> Option<String> {
         return Some(String::new());
     }
     if let Some((a, b)) = v.split_once('-') {
-        let a = if a.is_empty() {
-            String::new()
-        } else {
-            shift_tm(a, seconds)?
-        };
-        let b = if b.is_empty() {
-            String::new()
-        } else {
-            shift_tm(b, seconds)?
-        };
-        return Some(format!("{a}-{b}"));
+        return range_ends(a, b, |x| shift_tm(x, seconds));
     }
     // The old ACR-NEMA form HH:MM:SS is read too and written in the standard form.
     let compact: String = v.chars().filter(|c| *c != ':').collect();
@@ -250,13 +220,21 @@ pub fn shift_dt_and_time(value: &str, days: i32, seconds: u32) -> Option<String>
         ))
     };
     match split_dt_range(&shifted) {
-        Some((a, b)) => {
-            let a = if a.is_empty() { String::new() } else { one(a)? };
-            let b = if b.is_empty() { String::new() } else { one(b)? };
-            Some(format!("{a}-{b}"))
-        }
+        Some((a, b)) => range_ends(a, b, one),
         None => one(&shifted),
     }
+}
+
+/// Applies `f` to both ends of an `A-B` range (an empty end stays empty).
+fn range_ends(a: &str, b: &str, f: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let end = |x: &str| {
+        if x.is_empty() {
+            Some(String::new())
+        } else {
+            f(x)
+        }
+    };
+    Some(format!("{}-{}", end(a)?, end(b)?))
 }
 
 fn split_dt_range(v: &str) -> Option<(&str, &str)> {
