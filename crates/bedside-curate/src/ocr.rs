@@ -272,44 +272,18 @@ pub fn static_text_boxes(
             }
         }
     }
-    let mut seen = vec![false; n];
     let mut boxes = Vec::new();
-    let mut stack = Vec::new();
-    for start in 0..n {
-        if !grown[start] || seen[start] {
-            continue;
-        }
-        seen[start] = true;
-        stack.push(start);
-        let (mut x0, mut y0, mut x1, mut y1, mut count, mut lit) =
-            (columns, rows, 0, 0, 0usize, 0usize);
-        while let Some(i) = stack.pop() {
+    for members in crate::scan_area::components(&grown, columns, rows) {
+        let (mut x0, mut y0, mut x1, mut y1) = (columns, rows, 0, 0);
+        for &i in &members {
             let (y, x) = (i / columns, i % columns);
             x0 = x0.min(x);
             y0 = y0.min(y);
             x1 = x1.max(x);
             y1 = y1.max(y);
-            count += 1;
-            lit += candidate[i] as usize;
-            let mut visit = |j: usize| {
-                if grown[j] && !seen[j] {
-                    seen[j] = true;
-                    stack.push(j);
-                }
-            };
-            if x > 0 {
-                visit(i - 1);
-            }
-            if x + 1 < columns {
-                visit(i + 1);
-            }
-            if y > 0 {
-                visit(i - columns);
-            }
-            if y + 1 < rows {
-                visit(i + columns);
-            }
         }
+        let count = members.len();
+        let lit = members.iter().filter(|&&i| candidate[i]).count();
         // Text lines are wider than tall and only partly lit; skip specks and solid blobs.
         let (w, h) = (x1 - x0 + 1, y1 - y0 + 1);
         if lit >= 12 && w >= 6 && h >= 5 && h <= rows / 4 && (lit as f64) < 0.8 * count as f64 {

@@ -98,61 +98,64 @@ pub fn detect_sector(frames: &[&[u8]], rows: usize, columns: usize) -> Option<Ve
             cells[cy * gc + cx] = changing * 4 >= CELL * CELL;
         }
     }
-    // Largest 4-connected component.
-    let mut label = vec![0u32; gr * gc];
-    let (mut best, mut best_size, mut next) = (0u32, 0usize, 0u32);
-    let mut stack = Vec::new();
-    for start in 0..gr * gc {
-        if !cells[start] || label[start] != 0 {
-            continue;
-        }
-        next += 1;
-        let mut size = 0;
-        label[start] = next;
-        stack.push(start);
-        while let Some(c) = stack.pop() {
-            size += 1;
-            let (cy, cx) = (c / gc, c % gc);
-            let mut visit = |k: usize| {
-                if cells[k] && label[k] == 0 {
-                    label[k] = next;
-                    stack.push(k);
-                }
-            };
-            if cx > 0 {
-                visit(c - 1);
-            }
-            if cx + 1 < gc {
-                visit(c + 1);
-            }
-            if cy > 0 {
-                visit(c - gc);
-            }
-            if cy + 1 < gr {
-                visit(c + gc);
-            }
-        }
-        if size > best_size {
-            best_size = size;
-            best = next;
-        }
-    }
-    if best_size * 100 < gr * gc {
+    // The largest component (the first of equals, as the scan meets them).
+    let best = components(&cells, gc, gr)
+        .into_iter()
+        .rev()
+        .max_by_key(Vec::len)?;
+    if best.len() * 100 < gr * gc {
         return None;
     }
-    let mut points = Vec::new();
-    for (c, &l) in label.iter().enumerate() {
-        if l == best {
-            let (x, y) = (((c % gc) * CELL) as f64, ((c / gc) * CELL) as f64);
-            points.extend([
-                (x, y),
-                (x + CELL as f64, y),
-                (x, y + CELL as f64),
-                (x + CELL as f64, y + CELL as f64),
-            ]);
-        }
+    let mut points = Vec::with_capacity(best.len() * 4);
+    for c in best {
+        let (x, y) = (((c % gc) * CELL) as f64, ((c / gc) * CELL) as f64);
+        points.extend([
+            (x, y),
+            (x + CELL as f64, y),
+            (x, y + CELL as f64),
+            (x + CELL as f64, y + CELL as f64),
+        ]);
     }
     Some(convex_hull(points))
+}
+
+/// The 4-connected components of a `width`×`height` mask, each as the indices it holds.
+pub(crate) fn components(mask: &[bool], width: usize, height: usize) -> Vec<Vec<usize>> {
+    let mut seen = vec![false; mask.len()];
+    let mut out = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..mask.len() {
+        if !mask[start] || seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        stack.push(start);
+        let mut members = Vec::new();
+        while let Some(i) = stack.pop() {
+            members.push(i);
+            let (y, x) = (i / width, i % width);
+            let mut visit = |j: usize| {
+                if mask[j] && !seen[j] {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            };
+            if x > 0 {
+                visit(i - 1);
+            }
+            if x + 1 < width {
+                visit(i + 1);
+            }
+            if y > 0 {
+                visit(i - width);
+            }
+            if y + 1 < height {
+                visit(i + width);
+            }
+        }
+        out.push(members);
+    }
+    out
 }
 
 /// Convex hull (Andrew's monotone chain), counter-clockwise in image coordinates.
