@@ -5,6 +5,7 @@
 //! [`crate::scan`] before parsing, and reports what is wrong in words a user can act on.
 
 use dicom_dictionary_std::tags;
+use dicom_object::meta::FileMetaTable;
 use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
 
 use crate::scan::{self, Encoding, ScanError};
@@ -19,6 +20,20 @@ pub enum ReadError {
     /// The structure is malformed or truncated.
     #[error("malformed DICOM: {0}")]
     Malformed(#[from] ScanError),
+    /// The file meta group is inconsistent.
+    #[error("malformed file meta group: {0}")]
+    BadMeta(&'static str),
+    /// Something would grow past the limit set for this file's size.
+    #[error("{what} exceeds the limit of {limit} bytes for this file")]
+    TooLarge {
+        /// What grew.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
+    /// Encapsulated pixel data whose declared geometry does not fit the bytes present.
+    #[error("implausible pixel data: {0}")]
+    BadPixelData(String),
     /// The parser rejected the content.
     #[error("unreadable DICOM: {0}")]
     Parse(String),
@@ -64,14 +79,27 @@ pub fn detect(bytes: &[u8]) -> Result<Layout, ReadError> {
 
 /// Walks the file meta group that starts at `start` (after `DICM`), checking every length:
 /// returns where the group ends and its transfer syntax UID, if present.
-fn scan_meta(bytes: &[u8], start: usize) -> Result<(usize, Option<String>), ReadError> {
+///
+/// dicom-object reads the meta group as far as its group length (0002,0000) says, so that
+/// length must match the elements really there: a longer one makes it read data set elements
+/// (maybe implicit VR) as explicit meta elements, a shorter one hands meta elements to the
+/// data set parser; either way it reads lengths this walk never checked.
+pub fn scan_meta(bytes: &[u8], start: usize) -> Result<(usize, Option<String>), ReadError> {
     let mut pos = start;
     let mut transfer_syntax = None;
+    let mut group_length: Option<(usize, u32)> = None;
     while pos + 8 <= bytes.len() && u16::from_le_bytes([bytes[pos], bytes[pos + 1]]) == 0x0002 {
         let element = u16::from_le_bytes([bytes[pos + 2], bytes[pos + 3]]);
         let vr = [bytes[pos + 4], bytes[pos + 5]];
-        let (len, header) = if matches!(&vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" | b"UC" | b"UR")
-        {
+        if !scan::is_known_vr(&vr) {
+            return Err(ReadError::Malformed(ScanError::BadVr {
+                group: 0x0002,
+                element,
+                vr,
+                offset: pos,
+            }));
+        }
+        let (len, header) = if scan::LONG_VRS.contains(&&vr) {
             if pos + 12 > bytes.len() {
                 return Err(ReadError::Malformed(ScanError::ShortHeader { offset: pos }));
             }
@@ -98,21 +126,107 @@ fn scan_meta(bytes: &[u8], start: usize) -> Result<(usize, Option<String>), Read
                 available: available as u64,
             }));
         }
-        if element == 0x0010 {
-            let value = &bytes[pos + header..pos + header + len];
-            transfer_syntax = Some(
-                String::from_utf8_lossy(value)
-                    .trim_end_matches(['\0', ' '])
-                    .to_string(),
-            );
+        let value = &bytes[pos + header..pos + header + len];
+        match element {
+            0x0000 if pos == start && len == 4 => {
+                let v = u32::from_le_bytes([value[0], value[1], value[2], value[3]]);
+                group_length = Some((pos + header + len, v));
+            }
+            0x0000 => return Err(ReadError::BadMeta("misplaced file meta group length")),
+            0x0010 => {
+                transfer_syntax = Some(
+                    String::from_utf8_lossy(value)
+                        .trim_end_matches(['\0', ' '])
+                        .to_string(),
+                );
+            }
+            _ => {}
         }
         pos += header + len;
     }
-    Ok((pos, transfer_syntax))
+    match group_length {
+        Some((after, declared)) if (pos - after) as u64 == declared as u64 => {
+            Ok((pos, transfer_syntax))
+        }
+        Some(_) => Err(ReadError::BadMeta(
+            "file meta group length does not match its elements",
+        )),
+        None => Err(ReadError::BadMeta(
+            "file meta group does not start with its group length",
+        )),
+    }
 }
 
-/// Reads DICOM from bytes, checking the structure first (see the module documentation).
+/// A deflated data set may inflate to at most this many times the file's size; beyond that it
+/// is refused as a possible decompression bomb.
+pub const MAX_INFLATION: usize = 32;
+
+/// Inflates a deflated data set, refusing one that grows beyond [`MAX_INFLATION`] times the
+/// file's size (plus 1 MiB, so small files always fit).
+fn inflate(deflated: &[u8], file_len: usize) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let cap = MAX_INFLATION * file_len + (1 << 20);
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(cap as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| ReadError::BadMeta("deflated data set does not inflate"))?;
+    if out.len() > cap {
+        return Err(ReadError::TooLarge {
+            limit: cap as u64,
+            what: "inflated data set",
+        });
+    }
+    Ok(out)
+}
+
+/// Decoded pixel data may be at most this many times its encapsulated size (plus 256 MiB):
+/// above the best lossless ratios on blank images, far below what a forged Rows × Columns ×
+/// Number of Frames would make a decoder allocate.
+pub const MAX_DECODE_RATIO: u64 = 1024;
+
+/// Refuses encapsulated pixel data whose declared geometry a decoder would allocate far beyond
+/// the bytes present: more frames than fragments (each frame takes at least one), or a decoded
+/// size past [`MAX_DECODE_RATIO`].
+fn check_pixel_geometry(obj: &DefaultDicomObject) -> Result<(), ReadError> {
+    let Ok(pixels) = obj.element(tags::PIXEL_DATA) else {
+        return Ok(());
+    };
+    let Some(fragments) = pixels.value().fragments() else {
+        return Ok(());
+    };
+    let int = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u64>().ok());
+    let frames = int(tags::NUMBER_OF_FRAMES).unwrap_or(1);
+    if frames > fragments.len() as u64 {
+        return Err(ReadError::BadPixelData(format!(
+            "{frames} frames declared, {} fragments present",
+            fragments.len()
+        )));
+    }
+    let encoded: u64 = fragments.iter().map(|f| f.len() as u64).sum();
+    let decoded = int(tags::ROWS).unwrap_or(0)
+        * int(tags::COLUMNS).unwrap_or(0)
+        * int(tags::SAMPLES_PER_PIXEL).unwrap_or(1)
+        * int(tags::BITS_ALLOCATED).unwrap_or(8).div_ceil(8)
+        * frames;
+    let limit = MAX_DECODE_RATIO * encoded + (256 << 20);
+    if decoded > limit {
+        return Err(ReadError::BadPixelData(format!(
+            "declared geometry decodes to {decoded} bytes from {encoded} encoded (limit {limit})"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads DICOM from bytes, checking the structure first (see the module documentation), and
+/// refusing encapsulated pixel data whose declared geometry would decode far beyond its size.
 pub fn read_bytes(bytes: &[u8]) -> Result<DefaultDicomObject, ReadError> {
+    let obj = read_unchecked(bytes)?;
+    check_pixel_geometry(&obj)?;
+    Ok(obj)
+}
+
+fn read_unchecked(bytes: &[u8]) -> Result<DefaultDicomObject, ReadError> {
     match detect(bytes)? {
         layout @ (Layout::Part10 | Layout::Part10NoPreamble) => {
             let start = if layout == Layout::Part10 { 132 } else { 4 };
@@ -120,9 +234,19 @@ pub fn read_bytes(bytes: &[u8]) -> Result<DefaultDicomObject, ReadError> {
             let ts = ts.ok_or(ReadError::NotDicom(
                 "file meta group has no transfer syntax",
             ))?;
-            if let Some(enc) = Encoding::of_transfer_syntax(&ts) {
-                scan::scan_dataset(&bytes[end..], enc)?;
-            }
+            let Some(enc) = Encoding::of_transfer_syntax(&ts) else {
+                // Deflated: inflate here, bounded, so the scan sees what the parser will.
+                let inflated = inflate(&bytes[end..], bytes.len())?;
+                scan::scan_dataset(&inflated, Encoding::EXPLICIT_LE)?;
+                let meta = FileMetaTable::from_reader(&bytes[start - 4..end])
+                    .map_err(|e| ReadError::Parse(e.to_string()))?;
+                let ts =
+                    dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+                let obj = InMemDicomObject::read_dataset_with_ts(&inflated[..], &ts)
+                    .map_err(|e| ReadError::Parse(e.to_string()))?;
+                return Ok(obj.with_exact_meta(meta));
+            };
+            scan::scan_dataset(&bytes[end..], enc)?;
             OpenFileOptions::new()
                 .from_reader(&bytes[start - 4..])
                 .map_err(|e| ReadError::Parse(e.to_string()))

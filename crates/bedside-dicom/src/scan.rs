@@ -4,7 +4,15 @@
 //! Full parsers allocate a value's buffer from its declared length; a malformed 4 KB file that
 //! declares a 4 GB element then costs 4 GB of memory. Scanning first bounds memory by the file's
 //! size: after [`scan_dataset`] succeeds, every defined length fits in its enclosing item or
-//! the file.
+//! the file, the parser (dicom-rs) is known to walk the same element boundaries as the scan,
+//! and the memory the parsed object will take is estimated and within [`budget`].
+//!
+//! Walking the *same* boundaries is what makes the length checks mean anything: dicom-rs reads
+//! from a stream and trusts every length it meets, so one byte of disagreement (an implicit-VR
+//! `US or SS` value of odd length, read as whole 16-bit words; a stray item delimiter whose
+//! length it ignores) shifts it onto bytes the scan never checked, where it finds a garbage
+//! length and reserves that much. The scan therefore resolves value representations exactly as
+//! dicom-rs does and refuses every construct the two might read differently.
 
 /// Why the structure is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +86,31 @@ pub enum ScanError {
         /// Where it is.
         offset: usize,
     },
+    /// A delimiter or item stands where a data element must.
+    #[error(
+        "({group:04X},{element:04X}) at byte {offset} is a delimiter outside the item it would close"
+    )]
+    StrayDelimiter {
+        /// Group of the element (FFFE).
+        group: u16,
+        /// Element number.
+        element: u16,
+        /// Where it is.
+        offset: usize,
+    },
+    /// Parsing would take far more memory than the file's size justifies (for example tens of
+    /// thousands of empty multi-valued strings, each of which becomes a separate value).
+    #[error(
+        "parsing would need about {estimated} bytes of memory for a {size}-byte data set (limit {limit})"
+    )]
+    TooCostly {
+        /// Estimated bytes the parsed object takes.
+        estimated: u64,
+        /// Size of the scanned data set.
+        size: usize,
+        /// The budget for that size.
+        limit: u64,
+    },
     /// A sequence or item of undefined length is never closed.
     #[error("undefined-length {what} starting at byte {offset} is never closed")]
     Unclosed {
@@ -124,12 +157,39 @@ impl Encoding {
     }
 }
 
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 /// Deepest sequence nesting accepted.
 pub const MAX_DEPTH: usize = 32;
+
+/// Memory a parsed data set may take, per byte of its encoding.
+pub const BUDGET_PER_BYTE: u64 = 14;
+/// Memory any data set may take regardless of its size, so small files are never refused for
+/// density (a few hundred kilobytes of structured report fit in it).
+pub const BUDGET_BASE: u64 = 3 << 20;
+
+/// The memory budget, in bytes, of parsing a data set of `size` bytes.
+pub fn budget(size: usize) -> u64 {
+    BUDGET_BASE + BUDGET_PER_BYTE * size as u64
+}
+
+// What dicom-object 0.10 takes, measured with a counting allocator and the kernel's peak
+// resident set on element-dense inputs (tests/bounded_memory.rs, the fuzz harness), rounded up.
+/// One element: header and value enum in its data set's B-tree, node share included.
+const ELEMENT_COST: u64 = 200;
+/// One item's own object, before its first element.
+const ITEM_COST: u64 = 64;
+/// The first element of a data set or item allocates a whole B-tree leaf (eleven slots).
+const NODE_COST: u64 = 1_280;
+/// One value of a multi-valued string: its `String` (allocations are at least 32 bytes) and
+/// its slot in a `SmallVec` that grows by doubling.
+const STRING_VALUE_COST: u64 = 80;
+/// Decoded text takes at most this many bytes per encoded byte (UTF-8 of single-byte
+/// character sets and of two-byte sets like GB18030).
+const TEXT_EXPANSION: u64 = 3;
 
 /// Every value representation of the standard (PS3.5 table 6.2-1).
 const KNOWN_VRS: [&[u8; 2]; 34] = [
@@ -138,13 +198,70 @@ const KNOWN_VRS: [&[u8; 2]; 34] = [
     b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
 ];
 
-const LONG_VRS: [&[u8; 2]; 13] = [
+/// Explicit VRs whose header has a 4-byte length (PS3.5 7.1.2; what dicom-rs reads as such).
+pub(crate) const LONG_VRS: [&[u8; 2]; 13] = [
     b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV",
 ];
+
+/// Whether `code` is a standard explicit VR.
+pub(crate) fn is_known_vr(code: &[u8; 2]) -> bool {
+    KNOWN_VRS.contains(&code)
+}
+
+/// The VR dicom-rs gives an element in implicit VR: the dictionary's, with the ambiguous
+/// ones (`US or SS`, `OB or OW`, ...) relaxed the way dicom-rs relaxes them, and UN for
+/// tags it does not know.
+fn implicit_vr(tag: Tag) -> VR {
+    if tag == Tag(0x7FE0, 0x0010) || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) {
+        return VR::OW;
+    }
+    StandardDataDictionary
+        .by_tag(tag)
+        .map(|e| e.vr().relaxed())
+        .unwrap_or(VR::UN)
+}
+
+/// Size of one binary value: dicom-rs reads `len / unit` whole values and moves on by `len`,
+/// so any remainder would leave it out of step with the bytes.
+fn unit(vr: VR) -> u32 {
+    match vr {
+        VR::SS | VR::US | VR::OW => 2,
+        VR::SL | VR::UL | VR::FL | VR::AT | VR::OL | VR::OF => 4,
+        VR::FD | VR::SV | VR::UV | VR::OD | VR::OV => 8,
+        _ => 1,
+    }
+}
+
+/// Memory dicom-object takes for a value of `vr` encoded as `value` (beyond the element).
+fn value_cost(vr: VR, value: &[u8]) -> u64 {
+    let len = value.len() as u64;
+    match vr {
+        // Read "preserved": each backslash-separated part becomes its own `String`.
+        VR::AE
+        | VR::AS
+        | VR::CS
+        | VR::DA
+        | VR::DS
+        | VR::DT
+        | VR::IS
+        | VR::LO
+        | VR::PN
+        | VR::SH
+        | VR::TM
+        | VR::UC
+        | VR::UI => {
+            let parts = 1 + value.iter().filter(|&&b| b == b'\\').count() as u64;
+            TEXT_EXPANSION * len + STRING_VALUE_COST * parts
+        }
+        VR::LT | VR::ST | VR::UR | VR::UT => TEXT_EXPANSION * len,
+        _ => len,
+    }
+}
 
 struct Scanner<'a> {
     buf: &'a [u8],
     enc: Encoding,
+    cost: u64,
 }
 
 impl Scanner<'_> {
@@ -174,7 +291,7 @@ impl Scanner<'_> {
     /// Scans elements in `[pos, end)`; stops early at an item delimiter when `in_item`.
     /// Returns the position after the last element (after the delimiter when one ended it).
     fn dataset(
-        &self,
+        &mut self,
         mut pos: usize,
         end: usize,
         depth: usize,
@@ -186,6 +303,7 @@ impl Scanner<'_> {
                 offset: pos,
             });
         }
+        let mut first = true;
         while pos < end {
             if end - pos < 8 {
                 return Err(ScanError::ShortHeader { offset: pos });
@@ -193,76 +311,61 @@ impl Scanner<'_> {
             let group = self.u16_at(pos);
             let element = self.u16_at(pos + 2);
             if group == 0xFFFE {
-                // Delimiters are always implicit: tag + 4-byte length.
+                // Delimiters are always implicit: tag + 4-byte length. dicom-rs ignores the
+                // length of an item delimiter and reads other FFFE tags as values, so only the
+                // one use both readers agree on is accepted: closing an undefined-length item.
                 if element == 0xE00D && undefined_item {
                     return Ok(pos + 8);
                 }
-                let len = self.u32_at(pos + 4) as u64;
-                if len > (end - pos - 8) as u64 {
-                    return Err(ScanError::Truncated {
-                        group,
-                        element,
-                        offset: pos,
-                        declared: len,
-                        available: (end - pos - 8) as u64,
-                    });
-                }
-                pos += 8 + len as usize;
-                continue;
+                return Err(ScanError::StrayDelimiter {
+                    group,
+                    element,
+                    offset: pos,
+                });
             }
-            let mut vr_code: Option<[u8; 2]> = None;
-            let (len, header, is_sq) = if self.enc.explicit_vr {
-                let vr = [self.buf[pos + 4], self.buf[pos + 5]];
-                vr_code = Some(vr);
+            let tag = Tag(group, element);
+            let (vr, len, header) = if self.enc.explicit_vr {
+                let code = [self.buf[pos + 4], self.buf[pos + 5]];
                 // An unknown VR leaves the length layout unknown (parsers guess differently), so
                 // it is rejected rather than guessed.
-                if !KNOWN_VRS.contains(&&vr) {
-                    return Err(ScanError::BadVr {
-                        group,
-                        element,
-                        vr,
-                        offset: pos,
-                    });
-                }
-                if LONG_VRS.contains(&&vr) {
+                let vr = match VR::from_binary(code) {
+                    Some(vr) if is_known_vr(&code) => vr,
+                    _ => {
+                        return Err(ScanError::BadVr {
+                            group,
+                            element,
+                            vr: code,
+                            offset: pos,
+                        });
+                    }
+                };
+                if LONG_VRS.contains(&&code) {
                     if end - pos < 12 {
                         return Err(ScanError::ShortHeader { offset: pos });
                     }
-                    (self.u32_at(pos + 8), 12, &vr == b"SQ")
+                    (vr, self.u32_at(pos + 8), 12)
                 } else {
-                    (self.u16_at(pos + 6) as u32, 8, false)
+                    (vr, self.u16_at(pos + 6) as u32, 8)
                 }
             } else {
-                // Implicit VR: parsers take the VR from the dictionary, so a sequence must be
-                // recognised the same way to check what it holds.
-                let known = StandardDataDictionary
-                    .by_tag(dicom_core::Tag(group, element))
-                    .map(|e| e.vr());
-                if let Some(VirtualVr::Exact(vr)) = known {
-                    let code = vr.to_string().as_bytes().to_owned();
-                    if code.len() == 2 {
-                        vr_code = Some([code[0], code[1]]);
-                    }
-                }
-                let is_sq = known == Some(VirtualVr::Exact(dicom_core::VR::SQ));
-                (self.u32_at(pos + 4), 8, is_sq)
+                (implicit_vr(tag), self.u32_at(pos + 4), 8)
             };
+            self.cost += ELEMENT_COST;
+            if first {
+                self.cost += NODE_COST;
+                first = false;
+            }
             let start = pos + header;
             if len == UNDEFINED {
-                // A sequence, or encapsulated pixel data (items of fragments); both are lists of
+                // A sequence, or encapsulated pixel data (items of fragments); dicom-rs reads
+                // any other undefined-length element as a sequence too. Both are lists of
                 // items closed by a sequence delimiter.
-                pos = self.items(start, end, depth + 1, group == 0x7FE0, true)?;
+                let fragments = tag == Tag(0x7FE0, 0x0010);
+                pos = self.items(start, end, depth + 1, fragments, true)?;
                 continue;
             }
-            // Binary values come in whole numbers; a parser reading a partial one loses its place
-            // in the stream and reads garbage lengths next.
-            let unit = match vr_code.as_ref().map(|v| &v[..]) {
-                Some(b"SS" | b"US" | b"OW") => 2,
-                Some(b"SL" | b"UL" | b"FL" | b"AT" | b"OL" | b"OF") => 4,
-                Some(b"FD" | b"SV" | b"UV" | b"OD" | b"OV") => 8,
-                _ => 1,
-            };
-            if len != UNDEFINED && len % unit != 0 {
+            let unit = unit(vr);
+            if len % unit != 0 {
                 return Err(ScanError::BadLength {
                     group,
                     element,
@@ -282,8 +385,10 @@ impl Scanner<'_> {
                 });
             }
             let value_end = start + len as usize;
-            if is_sq {
+            if vr == VR::SQ {
                 self.items(start, value_end, depth + 1, false, false)?;
+            } else {
+                self.cost += value_cost(vr, &self.buf[start..value_end]);
             }
             pos = value_end;
         }
@@ -298,7 +403,7 @@ impl Scanner<'_> {
 
     /// Scans items in `[pos, end)` until a sequence delimiter (`undefined`) or `end`.
     fn items(
-        &self,
+        &mut self,
         mut pos: usize,
         end: usize,
         depth: usize,
@@ -320,8 +425,9 @@ impl Scanner<'_> {
             let element = self.u16_at(pos + 2);
             let len = self.u32_at(pos + 4);
             pos += 8;
+            self.cost += ITEM_COST;
             match (group, element) {
-                (0xFFFE, 0xE0DD) => return Ok(pos),
+                (0xFFFE, 0xE0DD) if undefined => return Ok(pos),
                 (0xFFFE, 0xE000) if len == UNDEFINED && !fragments => {
                     pos = self.dataset(pos, end, depth + 1, true)?;
                 }
@@ -336,7 +442,10 @@ impl Scanner<'_> {
                             available,
                         });
                     }
-                    if !fragments {
+                    if fragments {
+                        // A fragment (or the offset table, read as 32-bit offsets).
+                        self.cost += len as u64;
+                    } else {
                         self.dataset(pos, pos + len as usize, depth + 1, false)?;
                     }
                     pos += len as usize;
@@ -360,11 +469,23 @@ impl Scanner<'_> {
     }
 }
 
-/// Scans an encoded data set (without preamble and file meta group).
+/// Scans an encoded data set (without preamble and file meta group): every length, the
+/// element boundaries dicom-rs will walk, and the memory the parsed object will take (at most
+/// [`budget`] of the data set's size).
 pub fn scan_dataset(bytes: &[u8], encoding: Encoding) -> Result<(), ScanError> {
-    let s = Scanner {
+    let mut s = Scanner {
         buf: bytes,
         enc: encoding,
+        cost: 0,
     };
-    s.dataset(0, bytes.len(), 0, false).map(|_| ())
+    s.dataset(0, bytes.len(), 0, false)?;
+    let limit = budget(bytes.len());
+    if s.cost > limit {
+        return Err(ScanError::TooCostly {
+            estimated: s.cost,
+            size: bytes.len(),
+            limit,
+        });
+    }
+    Ok(())
 }

@@ -93,6 +93,9 @@ fn deep_nesting_and_garbage_are_rejected() {
     let mut bytes = b"DICM".to_vec();
     // Minimal meta: transfer syntax explicit VR LE.
     let ts = b"1.2.840.10008.1.2.1\0";
+    let group_length = (8 + ts.len()) as u32;
+    bytes.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    bytes.extend_from_slice(&group_length.to_le_bytes());
     bytes.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I', ts.len() as u8, 0]);
     bytes.extend_from_slice(ts);
     for _ in 0..100 {
