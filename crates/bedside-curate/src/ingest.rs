@@ -17,6 +17,8 @@ pub enum Source {
         index: usize,
         /// Name of the member inside the archive.
         name: String,
+        /// Most bytes it may inflate to ([`ArchiveLimits::max_member_bytes`]).
+        max_bytes: u64,
     },
     /// A member of a tar archive, unpacked to a staging folder first (tar has no index, and
     /// unpacking once keeps memory bounded by one member).
@@ -45,16 +47,54 @@ impl Source {
     pub fn read(&self) -> std::io::Result<Vec<u8>> {
         match self {
             Source::File(p) | Source::TarMember { staged: p, .. } => std::fs::read(p),
-            Source::ZipMember { archive, index, .. } => {
+            Source::ZipMember {
+                archive,
+                index,
+                max_bytes,
+                ..
+            } => {
                 let file = std::fs::File::open(archive)?;
                 let mut zip = zip::ZipArchive::new(file).map_err(std::io::Error::other)?;
-                let mut member = zip.by_index(*index).map_err(std::io::Error::other)?;
-                let mut out = Vec::with_capacity(member.size().min(1 << 30) as usize);
-                member.read_to_end(&mut out)?;
+                let member = zip.by_index(*index).map_err(std::io::Error::other)?;
+                // The declared size was checked when listing, but it is the archive's word: the
+                // read itself stops one byte past the cap, so a lying header cannot inflate more.
+                let declared = member.size();
+                let mut out = Vec::with_capacity(declared.min(*max_bytes).min(1 << 26) as usize);
+                member
+                    .take(max_bytes.saturating_add(1))
+                    .read_to_end(&mut out)?;
+                if out.len() as u64 > *max_bytes {
+                    return Err(std::io::Error::other(too_large(*max_bytes)));
+                }
                 Ok(out)
             }
         }
     }
+}
+
+/// Caps on what archives may unpack to: a zip bomb or a tar entry that claims a huge size is
+/// refused with a reason instead of filling memory or the staging disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveLimits {
+    /// Largest member (zip: inflated; tar: staged), in bytes.
+    pub max_member_bytes: u64,
+    /// Most bytes all tar members of one run may stage on disk together.
+    pub max_staged_bytes: u64,
+}
+
+impl Default for ArchiveLimits {
+    /// 4 GiB per member (above the largest real DICOM objects, enhanced multi-frame and whole
+    /// slide images included), 1 TiB of staging.
+    fn default() -> Self {
+        ArchiveLimits {
+            max_member_bytes: 4 << 30,
+            max_staged_bytes: 1 << 40,
+        }
+    }
+}
+
+fn too_large(limit: u64) -> String {
+    format!("archive member larger than the limit of {limit} bytes (possible decompression bomb)")
 }
 
 /// An input that could not be opened or listed, with the reason.
@@ -90,9 +130,17 @@ fn tar_kind(p: &Path) -> Option<bool> {
     }
 }
 
-/// Lists every candidate file under `inputs`, unpacking tar members into `staging`.
+/// Lists every candidate file under `inputs`, unpacking tar members into `staging`, with the
+/// default [`ArchiveLimits`].
 pub fn discover(inputs: &[PathBuf], staging: &Path) -> Discovery {
+    discover_with(inputs, staging, &ArchiveLimits::default())
+}
+
+/// Lists every candidate file under `inputs`, unpacking tar members into `staging`; archive
+/// members beyond `limits` are listed as unreadable with the reason.
+pub fn discover_with(inputs: &[PathBuf], staging: &Path, limits: &ArchiveLimits) -> Discovery {
     let mut d = Discovery::default();
+    let mut staged_total = 0u64;
     let mut stack: Vec<PathBuf> = inputs.to_vec();
     while let Some(path) = stack.pop() {
         let meta = match std::fs::symlink_metadata(&path) {
@@ -120,14 +168,14 @@ pub fn discover(inputs: &[PathBuf], staging: &Path) -> Discovery {
         } else if meta.file_type().is_symlink() {
             // Followed only when it points at a file: a link loop cannot trap the walk.
             match std::fs::metadata(&path) {
-                Ok(m) if m.is_file() => classify(&path, staging, &mut d),
+                Ok(m) if m.is_file() => classify(&path, staging, limits, &mut staged_total, &mut d),
                 _ => d.unreadable.push(Unreadable {
                     label: path.display().to_string(),
                     reason: "symbolic link to a folder or to nothing (not followed)".into(),
                 }),
             }
         } else if meta.is_file() {
-            classify(&path, staging, &mut d);
+            classify(&path, staging, limits, &mut staged_total, &mut d);
         }
     }
     d.sources.sort_by_key(|s| s.label());
@@ -135,17 +183,23 @@ pub fn discover(inputs: &[PathBuf], staging: &Path) -> Discovery {
     d
 }
 
-fn classify(path: &Path, staging: &Path, d: &mut Discovery) {
+fn classify(
+    path: &Path,
+    staging: &Path,
+    limits: &ArchiveLimits,
+    staged_total: &mut u64,
+    d: &mut Discovery,
+) {
     if is_zip(path) {
-        list_zip(path, d);
+        list_zip(path, limits, d);
     } else if let Some(gz) = tar_kind(path) {
-        unpack_tar(path, gz, staging, d);
+        unpack_tar(path, gz, staging, limits, staged_total, d);
     } else {
         d.sources.push(Source::File(path.to_path_buf()));
     }
 }
 
-fn list_zip(path: &Path, d: &mut Discovery) {
+fn list_zip(path: &Path, limits: &ArchiveLimits, d: &mut Discovery) {
     let opened = std::fs::File::open(path)
         .map_err(|e| e.to_string())
         .and_then(|f| zip::ZipArchive::new(f).map_err(|e| e.to_string()));
@@ -161,6 +215,16 @@ fn list_zip(path: &Path, d: &mut Discovery) {
     };
     for index in 0..zip.len() {
         match zip.by_index(index) {
+            Ok(m) if m.is_file() && m.size() > limits.max_member_bytes => {
+                d.unreadable.push(Unreadable {
+                    label: format!("{}!#{index}", path.display()),
+                    reason: format!(
+                        "declares {} bytes: {}",
+                        m.size(),
+                        too_large(limits.max_member_bytes)
+                    ),
+                })
+            }
             Ok(m) if m.is_file() => d.sources.push(Source::ZipMember {
                 archive: path.to_path_buf(),
                 index,
@@ -168,6 +232,7 @@ fn list_zip(path: &Path, d: &mut Discovery) {
                     .name()
                     .map(|n| n.to_string())
                     .unwrap_or_else(|_| format!("#{index}")),
+                max_bytes: limits.max_member_bytes,
             }),
             Ok(_) => {}
             Err(e) => d.unreadable.push(Unreadable {
@@ -178,7 +243,14 @@ fn list_zip(path: &Path, d: &mut Discovery) {
     }
 }
 
-fn unpack_tar(path: &Path, gz: bool, staging: &Path, d: &mut Discovery) {
+fn unpack_tar(
+    path: &Path,
+    gz: bool,
+    staging: &Path,
+    limits: &ArchiveLimits,
+    staged_total: &mut u64,
+    d: &mut Discovery,
+) {
     let label = path.display().to_string();
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -226,12 +298,42 @@ fn unpack_tar(path: &Path, gz: bool, staging: &Path, d: &mut Discovery) {
             .path()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| format!("#{k}"));
+        // The header's size is what the tar reader will copy; refusing it here skips the
+        // member's bytes without staging them.
+        let size = entry.size();
+        if size > limits.max_member_bytes
+            || staged_total.saturating_add(size) > limits.max_staged_bytes
+        {
+            let reason = if size > limits.max_member_bytes {
+                format!(
+                    "declares {size} bytes: {}",
+                    too_large(limits.max_member_bytes)
+                )
+            } else {
+                format!(
+                    "staging it would pass the limit of {} bytes for all tar members",
+                    limits.max_staged_bytes
+                )
+            };
+            d.unreadable.push(Unreadable {
+                label: format!("{label}!{name}"),
+                reason,
+            });
+            continue;
+        }
+        *staged_total += size;
         // Members are staged under a numbered name: archive paths ("../x", absolute paths)
         // never choose where a file is written.
         let staged = folder.join(format!("{k:08}"));
         let result = std::fs::create_dir_all(&folder).and_then(|_| {
             let mut out = std::fs::File::create(&staged)?;
-            std::io::copy(&mut entry, &mut out).map(|_| ())
+            // Sparse members may unpack to more than their header's size: cap the copy too.
+            let cap = limits.max_member_bytes;
+            let copied = std::io::copy(&mut (&mut entry).take(cap.saturating_add(1)), &mut out)?;
+            if copied > cap {
+                return Err(std::io::Error::other(too_large(cap)));
+            }
+            Ok(())
         });
         match result {
             Ok(()) => d.sources.push(Source::TarMember {
@@ -401,5 +503,79 @@ mod tests {
         assert_eq!(d.unreadable.len(), 1);
         assert!(d.unreadable[0].reason.contains("zip"));
         assert!(!tmp.path().join("evil").exists());
+    }
+
+    #[test]
+    fn archive_members_past_the_limits_are_refused_with_a_reason() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("in");
+        std::fs::create_dir_all(&root).unwrap();
+        let big = vec![0u8; 64 << 10];
+        {
+            let f = std::fs::File::create(root.join("bomb.zip")).unwrap();
+            let mut z = zip::ZipWriter::new(f);
+            let deflated = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            z.start_file("zeros.dcm", deflated).unwrap();
+            std::io::Write::write_all(&mut z, &big).unwrap();
+            z.start_file("small.dcm", deflated).unwrap();
+            std::io::Write::write_all(&mut z, b"ok").unwrap();
+            z.finish().unwrap();
+        }
+        {
+            let f = std::fs::File::create(root.join("big.tar")).unwrap();
+            let mut t = tar::Builder::new(f);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(big.len() as u64);
+            h.set_cksum();
+            t.append_data(&mut h, "zeros.dcm", &big[..]).unwrap();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(2);
+            h.set_cksum();
+            t.append_data(&mut h, "small.dcm", &b"ok"[..]).unwrap();
+            t.into_inner().unwrap();
+        }
+        let limits = ArchiveLimits {
+            max_member_bytes: 1 << 10,
+            ..ArchiveLimits::default()
+        };
+        let d = discover_with(
+            std::slice::from_ref(&root),
+            &tmp.path().join("staging"),
+            &limits,
+        );
+        let read: Vec<Vec<u8>> = d.sources.iter().map(|s| s.read().unwrap()).collect();
+        assert_eq!(read, vec![b"ok".to_vec(), b"ok".to_vec()]);
+        assert_eq!(d.unreadable.len(), 2, "{:?}", d.unreadable);
+        for u in &d.unreadable {
+            assert!(u.reason.contains("declares 65536 bytes"), "{u:?}");
+            assert!(u.reason.contains("limit of 1024 bytes"), "{u:?}");
+        }
+        // A member that fits when listed but inflates past the cap when read is stopped too.
+        let lying = Source::ZipMember {
+            archive: root.join("bomb.zip"),
+            index: 0,
+            name: "zeros.dcm".into(),
+            max_bytes: 1 << 10,
+        };
+        assert!(
+            lying
+                .read()
+                .unwrap_err()
+                .to_string()
+                .contains("limit of 1024")
+        );
+        // The whole-run staging cap stops tar members once it is reached.
+        let limits = ArchiveLimits {
+            max_member_bytes: 1 << 20,
+            max_staged_bytes: 1 << 10,
+        };
+        let d = discover_with(
+            std::slice::from_ref(&root.join("big.tar")),
+            &tmp.path().join("s2"),
+            &limits,
+        );
+        assert_eq!(d.unreadable.len(), 1);
+        assert!(d.unreadable[0].reason.contains("all tar members"));
     }
 }
