@@ -6,6 +6,9 @@
 //! `uint16` or `int16` as stored (no rescale applied: slope and intercept are in the sidecar).
 //! Frames are ordered by temporal position, then slice position along the slice normal, then
 //! instance number; a multi-frame instance keeps its stored frame order.
+//!
+//! With [`ArrayOptions::resize`], a copy resized for training is written beside each array
+//! (`<name>.<S>x<S>.npy` and `.json`; see [`crate::resize`]).
 
 use std::path::{Path, PathBuf};
 
@@ -149,11 +152,43 @@ pub struct Sidecar {
     pub instances: Vec<String>,
     /// How frames were ordered.
     pub order: &'static str,
+    /// The resized copy written beside this array, if one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resized: Option<String>,
+}
+
+/// What to write besides the native array.
+#[derive(Debug, Clone, Default)]
+pub struct ArrayOptions {
+    /// Also write a copy resized to S×S ([`crate::resize`]).
+    pub resize: Option<u32>,
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ArrayError> {
+    let text = serde_json::to_vec_pretty(value).map_err(|e| ArrayError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    bedside_core::fsio::write_atomic(path, &text).map_err(|source| ArrayError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes the members of one series (already in acquisition order) as `<name>.npy` and
 /// `<name>.json` in `dir`.
 pub fn write_series(members: &[Member], dir: &Path, name: &str) -> Result<Sidecar, ArrayError> {
+    write_series_with(members, dir, name, &ArrayOptions::default())
+}
+
+/// [`write_series`], plus what `options` asks for.
+pub fn write_series_with(
+    members: &[Member],
+    dir: &Path,
+    name: &str,
+    options: &ArrayOptions,
+) -> Result<Sidecar, ArrayError> {
+    let mut regions = Vec::new();
     let mut data: Vec<u8> = Vec::new();
     let mut geometry: Option<(u32, u32, u16, u16, PixelRepresentation)> = None;
     let mut frames_total = 0usize;
@@ -224,6 +259,9 @@ pub fn write_series(members: &[Member], dir: &Path, name: &str) -> Result<Sideca
         instances.extend(std::iter::repeat_n(m.sop_instance_uid.clone(), frames));
         if sidecar.is_none() {
             let record = crate::metadata::extract(&obj);
+            if record.modality == "US" {
+                regions = crate::resize::tissue_regions(&obj, g.0 as usize, g.1 as usize);
+            }
             let slope = obj
                 .element(tags::RESCALE_SLOPE)
                 .ok()
@@ -248,6 +286,7 @@ pub fn write_series(members: &[Member], dir: &Path, name: &str) -> Result<Sideca
                 rescale: slope.zip(intercept),
                 instances: Vec::new(),
                 order: "temporal position, slice position along the normal, instance number; stored frame order within an instance",
+                resized: None,
             });
         }
     }
@@ -281,14 +320,56 @@ pub fn write_series(members: &[Member], dir: &Path, name: &str) -> Result<Sideca
         Vec::new()
     };
     side.instances = instances;
-    let json_path = dir.join(format!("{name}.json"));
-    let text = serde_json::to_vec_pretty(&side).map_err(|e| ArrayError::Io {
-        path: json_path.clone(),
-        source: std::io::Error::other(e),
-    })?;
-    bedside_core::fsio::write_atomic(&json_path, &text).map_err(|source| ArrayError::Io {
-        path: json_path,
-        source,
-    })?;
+    if let Some(size) = options.resize {
+        let sample = match dtype {
+            Dtype::U8 => crate::resize::Sample::U8,
+            Dtype::I16 => crate::resize::Sample::I16,
+            _ => crate::resize::Sample::U16,
+        };
+        let (rows, columns, spp) = (g.0 as usize, g.1 as usize, g.2 as usize);
+        let (crop, source) = if side.modality == "US" {
+            let luma = crate::resize::luminance(&data, sample, frames_total, rows * columns, spp);
+            let refs: Vec<&[u8]> = luma.iter().map(Vec::as_slice).collect();
+            let hull = crate::scan_area::detect_sector(&refs, rows, columns);
+            crate::resize::scan_box(&regions, hull.as_deref(), rows, columns)
+        } else {
+            crate::resize::scan_box(&[], None, rows, columns)
+        };
+        let geometry = crate::resize::Geometry::fit(crop, size as usize);
+        let resized = crate::resize::resize_frames(
+            &data,
+            sample,
+            frames_total,
+            rows,
+            columns,
+            spp,
+            &geometry,
+        )
+        .ok_or_else(|| ArrayError::Unsupported("cannot resize: crop outside the image".into()))?;
+        let s = geometry.size;
+        let mut rshape = vec![frames_total, s, s];
+        if spp == 3 {
+            rshape.push(3);
+        }
+        let rname = format!("{name}.{s}x{s}");
+        let rpath = dir.join(format!("{rname}.npy"));
+        bedside_core::fsio::write_atomic_with(&rpath, |w| {
+            npy::write_npy(w, dtype, &rshape, &resized)
+        })
+        .map_err(|source| ArrayError::Io {
+            path: rpath.clone(),
+            source,
+        })?;
+        let rside = crate::resize::ResizedSidecar::new(
+            &geometry,
+            source,
+            &side,
+            format!("{rname}.npy"),
+            rshape,
+        );
+        write_json(&dir.join(format!("{rname}.json")), &rside)?;
+        side.resized = Some(format!("{rname}.npy"));
+    }
+    write_json(&dir.join(format!("{name}.json")), &side)?;
     Ok(side)
 }

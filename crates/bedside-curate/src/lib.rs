@@ -7,6 +7,8 @@
 //! everything else, per frame, for monochrome, RGB, YBR and palette images, single and
 //! multi-frame, without ever reordering or mixing frames. Pixel data that did not change keeps its
 //! transfer syntax; masked pixel data is written uncompressed (lossless), never re-encoded lossy.
+//! Other modalities have no scan area: [`text_cleaning::clean_text`] reads the text anywhere in
+//! the image with Tesseract and masks the lines the per-modality policy selects.
 //!
 //! [`metadata::extract`] gives one record per instance for the curation table: acquisition
 //! (modality, vendor, geometry, frames, frame time, pixel spacing or ultrasound deltas), MR
@@ -21,9 +23,14 @@
 //! ```
 
 pub mod arrays;
+pub mod bench;
 pub mod ingest;
+pub mod labels;
 pub mod metadata;
 pub mod ocr;
+pub mod parquet_table;
 pub mod pipeline;
 pub mod pixels;
+pub mod resize;
 pub mod scan_area;
+pub mod text_cleaning;

@@ -192,6 +192,15 @@ pub fn infer_mr_kind(
 
 /// Extracts the record of one (curated) object.
 pub fn extract(obj: &DefaultDicomObject) -> InstanceRecord {
+    InstanceRecord {
+        pixel_sha256: pixel_sha256(obj),
+        ..extract_header(obj)
+    }
+}
+
+/// The record without the pixel data hash (left empty): header fields only, whose cost does not
+/// grow with the image size.
+pub fn extract_header(obj: &DefaultDicomObject) -> InstanceRecord {
     let modality = text(obj, tags::MODALITY);
     let frames = u32_of(obj, tags::NUMBER_OF_FRAMES)
         .or_else(|| obj.element(tags::PIXEL_DATA).ok().map(|_| 1));
@@ -286,7 +295,7 @@ pub fn extract(obj: &DefaultDicomObject) -> InstanceRecord {
         repetition_time_ms: tr,
         inversion_time_ms: ti,
         mr_kind,
-        pixel_sha256: pixel_sha256(obj),
+        pixel_sha256: String::new(),
     }
 }
 

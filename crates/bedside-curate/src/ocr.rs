@@ -236,29 +236,17 @@ pub fn static_text_boxes(
             }
         }
     }
-    // Strokes are connected; a lone pixel that happened to stay bright (saturated speckle)
-    // is not text.
-    let lone: Vec<usize> = (0..n)
-        .filter(|&i| {
-            if !candidate[i] {
-                return false;
-            }
-            let (y, x) = (i / columns, i % columns);
-            let mut neighbours = 0;
-            for yy in y.saturating_sub(1)..=(y + 1).min(rows - 1) {
-                for xx in x.saturating_sub(1)..=(x + 1).min(columns - 1) {
-                    neighbours += (candidate[yy * columns + xx] && (yy, xx) != (y, x)) as usize;
-                }
-            }
-            neighbours < 2
-        })
-        .collect();
-    for i in lone {
-        candidate[i] = false;
-    }
+    drop_lone_pixels(&mut candidate, rows, columns);
     let text_image: Vec<u8> = (0..n)
         .map(|i| if candidate[i] { first[i] } else { 0 })
         .collect();
+    (line_boxes(&candidate, rows, columns), text_image)
+}
+
+/// Groups candidate text pixels (`[row * columns + column]`, lone pixels already dropped) into
+/// line boxes: letters joined into words, words into lines; specks and solid blobs skipped.
+pub fn line_boxes(candidate: &[bool], rows: usize, columns: usize) -> Vec<Rect> {
+    let n = rows * columns;
     // Join the letters of a word: dilate horizontally by 4 pixels and vertically by 1.
     let mut grown = vec![false; n];
     for y in 0..rows {
@@ -275,7 +263,8 @@ pub fn static_text_boxes(
     let mut boxes = Vec::new();
     for members in crate::scan_area::components(&grown, columns, rows) {
         let (mut x0, mut y0, mut x1, mut y1) = (columns, rows, 0, 0);
-        for &i in &members {
+        // The box of the strokes themselves; the dilation only joined them.
+        for &i in members.iter().filter(|&&i| candidate[i]) {
             let (y, x) = (i / columns, i % columns);
             x0 = x0.min(x);
             y0 = y0.min(y);
@@ -295,7 +284,30 @@ pub fn static_text_boxes(
             });
         }
     }
-    (merge_lines(boxes), text_image)
+    merge_lines(boxes)
+}
+
+/// Drops candidate pixels with fewer than two candidate neighbours: strokes are connected, a
+/// lone bright pixel (saturated speckle) is not text.
+pub fn drop_lone_pixels(candidate: &mut [bool], rows: usize, columns: usize) {
+    let lone: Vec<usize> = (0..rows * columns)
+        .filter(|&i| {
+            if !candidate[i] {
+                return false;
+            }
+            let (y, x) = (i / columns, i % columns);
+            let mut neighbours = 0;
+            for yy in y.saturating_sub(1)..=(y + 1).min(rows - 1) {
+                for xx in x.saturating_sub(1)..=(x + 1).min(columns - 1) {
+                    neighbours += (candidate[yy * columns + xx] && (yy, xx) != (y, x)) as usize;
+                }
+            }
+            neighbours < 2
+        })
+        .collect();
+    for i in lone {
+        candidate[i] = false;
+    }
 }
 
 /// Merges word boxes into line boxes: boxes that share most of their height and are separated
@@ -442,6 +454,8 @@ pub struct TextFindings {
     pub words: usize,
     /// Lines blanked.
     pub lines: usize,
+    /// The boxes of the blanked lines, grown by the halo: no pixel outside them changes.
+    pub boxes: Vec<Rect>,
 }
 
 /// Finds the text to blank in a cine: static text in the kept area, read and matched.
@@ -524,6 +538,12 @@ pub fn find_text(
         };
         for line in lines {
             found.lines += 1;
+            found.boxes.push(Rect {
+                x0: line.x0.saturating_sub(2),
+                y0: line.y0.saturating_sub(2),
+                x1: (line.x1 + 2).min(columns - 1),
+                y1: (line.y1 + 2).min(rows - 1),
+            });
             for y in line.y0..=line.y1 {
                 for x in line.x0..=line.x1 {
                     if text_image[y * columns + x] == 0 {

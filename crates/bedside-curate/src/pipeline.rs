@@ -5,8 +5,9 @@
 //! | path | content |
 //! |---|---|
 //! | `dicom/<patient>/<study>/<series>/<instance>.dcm` | de-identified DICOM (pseudonymous names) |
-//! | `metadata.csv` | one row per curated instance ([`crate::metadata::InstanceRecord`] + paths) |
+//! | `metadata.csv`, `metadata.parquet` | one row per curated instance ([`crate::metadata::InstanceRecord`] + paths; typed in Parquet, see [`crate::parquet_table`]) |
 //! | `arrays/<series>.npy`, `.json` | frames in acquisition order with a sidecar ([`crate::arrays`]) |
+//! | `arrays/<series>.<S>x<S>.npy`, `.json` | optional copies resized for training ([`crate::resize`]) |
 //! | `audit.jsonl` | per input: its SHA-256, output, actions, pixel cleaning, warnings — no PHI |
 //! | `quarantine.csv` | inputs that were skipped, with the reason |
 //! | `report.json` | the run's summary |
@@ -72,6 +73,8 @@ pub struct CurateOptions {
     pub pixels: PixelPolicy,
     /// Write arrays per series.
     pub arrays: bool,
+    /// Also write a copy of every array resized to S×S for training ([`crate::resize`]).
+    pub resize: Option<u32>,
     /// Read static text inside the scan area and blank what the policy selects (None: off).
     pub ocr: Option<crate::ocr::TextPolicy>,
     /// This process's shard.
@@ -121,6 +124,11 @@ pub struct PixelAudit {
     pub ocr_words: usize,
     /// Text lines blanked after OCR.
     pub ocr_lines: usize,
+    /// Frames read by OCR.
+    pub ocr_runs: usize,
+    /// Boxes masked after OCR, `[x0, y0, x1, y1]` inclusive (positions only, never text).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub boxes: Vec<[usize; 4]>,
 }
 
 impl From<&CleanOutcome> for PixelAudit {
@@ -134,6 +142,8 @@ impl From<&CleanOutcome> for PixelAudit {
             blanked_per_frame: o.blanked_per_frame,
             ocr_words: o.ocr_words,
             ocr_lines: o.ocr_lines,
+            ocr_runs: o.ocr_runs,
+            boxes: o.boxes.iter().map(|b| [b.x0, b.y0, b.x1, b.y1]).collect(),
         }
     }
 }
@@ -237,6 +247,7 @@ fn process(
     out: &Path,
     options: &CurateOptions,
     done: &HashMap<String, serde_json::Value>,
+    claims: &std::sync::Mutex<HashMap<String, String>>,
 ) -> (Outcome, u64) {
     let bytes = match source.read() {
         Ok(b) => b,
@@ -298,6 +309,57 @@ fn process(
             }
             Err(e) => return (quarantine(input_sha, format!("pixel data: {e}")), n),
         }
+    } else if options.pixels == PixelPolicy::CleanUltrasound
+        && modality != "US"
+        && obj.element(tags::PIXEL_DATA).is_ok()
+    {
+        // Text anywhere in the image (no scan area outside ultrasound): see crate::text_cleaning.
+        let declared = obj
+            .element(tags::BURNED_IN_ANNOTATION)
+            .ok()
+            .and_then(|e| {
+                e.to_str()
+                    .ok()
+                    .map(|s| s.trim().eq_ignore_ascii_case("YES"))
+            })
+            .unwrap_or(false);
+        let policy = crate::text_cleaning::policy_for(
+            &options.deidentifier.profile().burned_in_text,
+            &modality,
+            declared,
+            options.ocr,
+        );
+        match policy {
+            Some(policy) => {
+                let text_options = crate::text_cleaning::TextOptions::new(
+                    crate::ocr::DenyList::from_header(&obj),
+                    policy,
+                );
+                match crate::text_cleaning::clean_text(&mut obj, &text_options) {
+                    Ok(outcome) => {
+                        pixel_audit = Some(PixelAudit::from(&outcome));
+                        cleaned = true;
+                    }
+                    Err(e) => {
+                        return (
+                            quarantine(input_sha, format!("burned-in text cannot be checked: {e}")),
+                            n,
+                        );
+                    }
+                }
+            }
+            None if declared => {
+                return (
+                    quarantine(
+                        input_sha,
+                        "burned-in text cannot be removed: BurnedInAnnotation is YES and OCR is off"
+                            .into(),
+                    ),
+                    n,
+                );
+            }
+            None => {}
+        }
     }
     let report = options.deidentifier.deidentify_object(
         &mut obj,
@@ -337,6 +399,26 @@ fn process(
         component(&series),
         component(&instance)
     );
+    // Two inputs with one SOP Instance UID (an instance exported twice, an edited copy) map to
+    // one output; the first claims it and the others are quarantined rather than overwriting it
+    // or vanishing from the tables.
+    if let Ok(mut claimed) = claims.lock() {
+        match claimed.get(&rel) {
+            Some(owner) if *owner != input_sha => {
+                return (
+                    quarantine(
+                        input_sha,
+                        "duplicate SOP Instance UID: another input is curated to the same output"
+                            .into(),
+                    ),
+                    n,
+                );
+            }
+            _ => {
+                claimed.insert(rel.clone(), input_sha.clone());
+            }
+        }
+    }
     let mut encoded = Vec::new();
     if let Err(e) = obj.write_all(&mut encoded) {
         return (
@@ -443,6 +525,16 @@ pub fn run(
     let staging = out.join(format!(".staging{}", suffix(options.shard)));
     let discovery = ingest::discover(inputs, &staging);
     let done = previous_runs(out);
+    let claims = std::sync::Mutex::new(
+        done.values()
+            .filter_map(|v| {
+                Some((
+                    v["output"].as_str()?.to_string(),
+                    v["input_sha256"].as_str()?.to_string(),
+                ))
+            })
+            .collect::<HashMap<String, String>>(),
+    );
     let mine: Vec<&Source> = discovery
         .sources
         .iter()
@@ -452,7 +544,7 @@ pub fn run(
     let results: Vec<(Outcome, u64)> = mine
         .par_iter()
         .map(|s| {
-            let r = process(s, out, options, &done);
+            let r = process(s, out, options, &done, &claims);
             progress.item();
             r
         })
@@ -536,7 +628,7 @@ pub fn run(
     bedside_core::fsio::write_atomic(&qpath, &qbytes).map_err(io(&qpath))?;
 
     if options.arrays {
-        write_arrays(out, &rows, &mut summary);
+        write_arrays(out, &rows, options.resize, &mut summary);
     }
     let rpath = out.join(format!("report{sfx}.json"));
     let text = serde_json::to_vec_pretty(&summary).map_err(|e| CurateError::Table {
@@ -551,7 +643,7 @@ fn to_value(entry: &AuditEntry) -> serde_json::Value {
     serde_json::to_value(entry).unwrap_or(serde_json::Value::Null)
 }
 
-fn write_arrays(out: &Path, rows: &[TableRow], summary: &mut CurateSummary) {
+fn write_arrays(out: &Path, rows: &[TableRow], resize: Option<u32>, summary: &mut CurateSummary) {
     let mut series: BTreeMap<&str, Vec<&TableRow>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.record.rows.is_some()) {
         series
@@ -573,7 +665,8 @@ fn write_arrays(out: &Path, rows: &[TableRow], summary: &mut CurateSummary) {
                 })
                 .collect();
             crate::arrays::acquisition_order(&mut ms);
-            crate::arrays::write_series(&ms, &dir, &component(uid))
+            let array_options = crate::arrays::ArrayOptions { resize };
+            crate::arrays::write_series_with(&ms, &dir, &component(uid), &array_options)
                 .map(|_| ())
                 .map_err(|e| format!("series {}: {e}", component(uid)))
         })
@@ -640,6 +733,7 @@ fn write_table(path: &Path, rows: &[TableRow]) -> Result<(), CurateError> {
     };
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(TABLE_COLUMNS).map_err(err)?;
+    let mut records = Vec::with_capacity(rows.len());
     for row in rows {
         let r = &row.record;
         let kind = r.mr_kind.map(|k| {
@@ -648,7 +742,7 @@ fn write_table(path: &Path, rows: &[TableRow]) -> Result<(), CurateError> {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default()
         });
-        w.write_record([
+        let record = [
             row.output.clone(),
             row.input_sha256.clone(),
             r.patient_id.clone(),
@@ -692,8 +786,9 @@ fn write_table(path: &Path, rows: &[TableRow]) -> Result<(), CurateError> {
             },
             opt(r.frames),
             env!("CARGO_PKG_VERSION").to_string(),
-        ])
-        .map_err(err)?;
+        ];
+        w.write_record(&record).map_err(err)?;
+        records.push(record.to_vec());
     }
     let bytes = w.into_inner().map_err(|e| CurateError::Table {
         path: path.to_path_buf(),
@@ -702,11 +797,18 @@ fn write_table(path: &Path, rows: &[TableRow]) -> Result<(), CurateError> {
     bedside_core::fsio::write_atomic(path, &bytes).map_err(|source| CurateError::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    // The same records, typed, as Parquet beside the CSV.
+    let parquet_path = path.with_extension("parquet");
+    crate::parquet_table::write_records(&parquet_path, &records).map_err(|e| CurateError::Table {
+        path: parquet_path.clone(),
+        message: e.to_string(),
     })
 }
 
-/// Joins the shard tables of `out` (`metadata.shard-*.csv`, `audit.shard-*.jsonl`,
-/// `quarantine.shard-*.csv`) into `metadata.csv`, `audit.jsonl` and `quarantine.csv`.
+/// Joins the shard tables of `out` (`metadata.shard-*.csv` and `.parquet`, `audit.shard-*.jsonl`,
+/// `quarantine.shard-*.csv`) into `metadata.csv`, `metadata.parquet`, `audit.jsonl` and
+/// `quarantine.csv`.
 /// Returns the number of metadata rows.
 pub fn merge(out: &Path) -> Result<usize, CurateError> {
     let io = |path: &Path| {
@@ -752,6 +854,19 @@ pub fn merge(out: &Path) -> Result<usize, CurateError> {
         }
         let target = out.join(format!("{stem}.{ext}"));
         bedside_core::fsio::write_atomic(&target, merged.as_bytes()).map_err(io(&target))?;
+    }
+    let parquet_parts: Vec<PathBuf> = names
+        .iter()
+        .filter(|n| n.starts_with("metadata.shard-") && n.ends_with(".parquet"))
+        .map(|n| out.join(n))
+        .collect();
+    if !parquet_parts.is_empty() {
+        let target = out.join("metadata.parquet");
+        let parts: Vec<&Path> = parquet_parts.iter().map(PathBuf::as_path).collect();
+        crate::parquet_table::merge(&parts, &target).map_err(|e| CurateError::Table {
+            path: target.clone(),
+            message: e.to_string(),
+        })?;
     }
     Ok(rows)
 }

@@ -58,6 +58,11 @@ pub struct CleanOutcome {
     pub ocr_words: usize,
     /// Text lines blanked because OCR matched them.
     pub ocr_lines: usize,
+    /// Frames the OCR read (the first and those where the static content changed).
+    pub ocr_runs: usize,
+    /// Boxes blanked by OCR (in every frame); no pixel outside them and outside the blanked
+    /// area around the scan area changed.
+    pub boxes: Vec<Rect>,
 }
 
 /// Why pixel data could not be cleaned.
@@ -82,7 +87,11 @@ pub enum PixelError {
 }
 
 /// The value that shows as black, per sample, for a photometric interpretation.
-fn blank_samples(pm: &PhotometricInterpretation, bits_stored: u16, palette_black: u16) -> [u16; 3] {
+pub(crate) fn blank_samples(
+    pm: &PhotometricInterpretation,
+    bits_stored: u16,
+    palette_black: u16,
+) -> [u16; 3] {
     let max = if bits_stored >= 16 {
         u16::MAX
     } else {
@@ -102,7 +111,7 @@ fn blank_samples(pm: &PhotometricInterpretation, bits_stored: u16, palette_black
 }
 
 /// The palette index whose colour is darkest (first-entry index when tables are missing).
-fn palette_black(obj: &InMemDicomObject) -> u16 {
+pub(crate) fn palette_black(obj: &InMemDicomObject) -> u16 {
     let first_mapped = obj
         .element(tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR)
         .ok()
@@ -231,7 +240,8 @@ pub fn clean_ultrasound(
     } else {
         scan_area::keep_mask(rows, columns, &regions, hull.as_deref(), options.margin)
     };
-    let (mut ocr_words, mut ocr_lines) = (0, 0);
+    let (mut ocr_words, mut ocr_lines, mut ocr_runs) = (0, 0, 0);
+    let mut boxes = Vec::new();
     if let Some((deny, policy)) = &options.ocr {
         let refs: Vec<&[u8]> = luma.iter().map(|f| f.as_slice()).collect();
         // With no known scan area, text cannot be told from the scanner's interface: all of it
@@ -244,6 +254,8 @@ pub fn clean_ultrasound(
         let found = crate::ocr::find_text(&refs, &keep, rows, columns, deny, policy)?;
         ocr_words = found.words;
         ocr_lines = found.lines;
+        ocr_runs = 1;
+        boxes = found.boxes;
         for (k, b) in keep.iter_mut().zip(&found.blank) {
             if *b {
                 *k = 0;
@@ -289,6 +301,8 @@ pub fn clean_ultrasound(
         blanked_per_frame: worst,
         ocr_words,
         ocr_lines,
+        ocr_runs,
+        boxes,
         photometric: obj
             .element(tags::PHOTOMETRIC_INTERPRETATION)
             .ok()
@@ -299,6 +313,22 @@ pub fn clean_ultrasound(
         return Ok(outcome);
     }
     data.truncate(frame_len * frames as usize);
+    outcome.photometric = write_native(obj, data, bps, &pm, spp, planar);
+    Ok(outcome)
+}
+
+/// Replaces the pixel data by decoded samples, uncompressed, in Explicit VR Little Endian (the
+/// only re-encoding that can never lose information), and says so in the header: photometric
+/// interpretation of the decoded samples, planar configuration, transfer syntax. Returns the
+/// photometric interpretation written.
+pub(crate) fn write_native(
+    obj: &mut FileDicomObject<InMemDicomObject>,
+    mut data: Vec<u8>,
+    bps: usize,
+    pm: &PhotometricInterpretation,
+    spp: usize,
+    planar: bool,
+) -> String {
     let element = if bps == 1 {
         if data.len() % 2 == 1 {
             data.push(0);
@@ -328,6 +358,5 @@ pub fn clean_ultrasound(
     let meta = obj.meta_mut();
     meta.transfer_syntax = EXPLICIT_VR_LE.to_string();
     meta.update_information_group_length();
-    outcome.photometric = pm_text;
-    Ok(outcome)
+    pm_text
 }

@@ -103,7 +103,10 @@ pub fn detect_sector(frames: &[&[u8]], rows: usize, columns: usize) -> Option<Ve
         .into_iter()
         .rev()
         .max_by_key(Vec::len)?;
-    if best.len() * 100 < gr * gc {
+    // Too small is noise; nearly the whole frame is not a sector either: the interface changed
+    // with the image (a different picture per frame, an inverted copy), so text outside the
+    // scan area is not static and must not be kept as part of it.
+    if best.len() * 100 < gr * gc || best.len() * 10 > gr * gc * 9 {
         return None;
     }
     let mut points = Vec::with_capacity(best.len() * 4);
@@ -253,6 +256,14 @@ mod tests {
         let m = keep_mask(6, 6, &[], Some(&h), 0.0);
         assert_eq!(m.iter().filter(|&&v| v == 1).count(), 16);
         assert_eq!(m[5 * 6 + 5], 0);
+    }
+
+    #[test]
+    fn a_frame_that_changes_everywhere_is_not_a_sector() {
+        let (rows, cols) = (64, 80);
+        let first: Vec<u8> = (0..rows * cols).map(|i| (i % 97) as u8).collect();
+        let inverted: Vec<u8> = first.iter().map(|v| 255 - v).collect();
+        assert_eq!(detect_sector(&[&first, &inverted], rows, cols), None);
     }
 
     #[test]

@@ -59,7 +59,10 @@ pub mod temporal;
 pub use engine::{Crosswalk, CrosswalkKind, Deidentifier, ObjectContext};
 pub use error::DeidError;
 pub use file::Deidentified;
-pub use profile::{Longitudinal, Mode, Profile, ProfileOptions, RuleAction, SafePrivate, TagRule};
+pub use profile::{
+    BurnedInText, Longitudinal, Mode, Profile, ProfileOptions, RuleAction, SafePrivate, TagRule,
+    TextRule,
+};
 pub use report::{ActionTaken, ObjectReport, PatientKeySource, Warning};
 pub use secret::SiteSecret;
 pub use table::{Action, ConfidentialityTable, OptionColumn, TagPattern};

@@ -195,6 +195,52 @@ pub struct Profile {
     pub safe_private: Vec<SafePrivate>,
     /// Per-tag overrides, applied after the table and its options.
     pub rule: Vec<TagRule>,
+    /// Burned-in text outside ultrasound, per modality (read when pixel data is cleaned).
+    pub burned_in_text: BurnedInText,
+}
+
+/// What the OCR pass does with text burned into the pixels of one modality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextRule {
+    /// Mask words that match the file's own identifiers or date/ID patterns.
+    #[default]
+    Phi,
+    /// Mask every word read.
+    All,
+    /// Do not read the pixels (unless the file declares BurnedInAnnotation = YES, which then
+    /// gets `phi`).
+    Off,
+}
+
+/// Per-modality policy for burned-in text outside ultrasound (CT, MR, XA, CR, SC, OT, …):
+///
+/// ```toml
+/// [burned_in_text]
+/// default = "phi"          # "phi" | "all" | "off"
+/// [burned_in_text.modality]
+/// SC = "all"               # secondary captures: mask every word
+/// CT = "off"               # axial slices rarely carry text; skip OCR unless declared
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BurnedInText {
+    /// Policy for modalities not listed.
+    pub default: TextRule,
+    /// Policy by Modality code (upper case, e.g. `CT`, `XA`).
+    pub modality: std::collections::BTreeMap<String, TextRule>,
+}
+
+impl BurnedInText {
+    /// The rule for a Modality code (case-insensitive).
+    pub fn rule_for(&self, modality: &str) -> TextRule {
+        let m = modality.trim();
+        self.modality
+            .iter()
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(m))
+            .map(|(_, r)| *r)
+            .unwrap_or(self.default)
+    }
 }
 
 impl Default for Profile {
@@ -207,6 +253,7 @@ impl Default for Profile {
             pseudonymize_identifiers: true,
             safe_private: Vec::new(),
             rule: Vec::new(),
+            burned_in_text: BurnedInText::default(),
         }
     }
 }

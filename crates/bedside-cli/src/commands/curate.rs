@@ -24,15 +24,18 @@ use crate::ui::{Ctx, Exit, exit};
   bedside curate raw/ -o curated/ --shard 3/16          # one task of a job array
   bedside curate merge curated/                          # join the shard tables
   bedside curate raw/ -o curated/ --crosswalk /secure/crosswalk.csv
+  bedside curate raw/ -o curated/ --resize 112           # also 112x112 training copies
+  bedside curate labels labels.csv -o labels.pseudo.csv --patient-column PatientID \
+      --id-columns AccessionNumber --uid-columns StudyInstanceUID --date-columns scan_date
 
-Writes curated/dicom/<patient>/<study>/<series>/<instance>.dcm, metadata.csv, arrays/*.npy
-(+ .json sidecars), audit.jsonl, quarantine.csv and report.json. Inputs are never modified; a
+Writes curated/dicom/<patient>/<study>/<series>/<instance>.dcm, metadata.csv and
+metadata.parquet, arrays/*.npy (+ .json sidecars), audit.jsonl, quarantine.csv and report.json. Inputs are never modified; a
 re-run skips inputs whose outputs are complete. The site secret that keys pseudonyms and date
 shifts lives in --secret-dir (default $BEDSIDE_SECRET_DIR, else ~/.bedside), never in outputs.
 Exit code 4 when some inputs were quarantined."
 )]
 pub struct Args {
-    /// Merge the tables of a sharded run.
+    /// `merge` (join shard tables) or `labels` (pseudonymise a label sheet).
     #[command(subcommand)]
     pub command: Option<CurateCommand>,
     /// Input files, folders (recursive), .zip or .tar(.gz) archives.
@@ -53,8 +56,14 @@ pub struct Args {
     /// Do not write arrays.
     #[arg(long)]
     pub no_arrays: bool,
-    /// Burned-in text inside the scan area: `phi` blanks words matching the file's identifiers
-    /// or date/ID patterns, `all` blanks every word read, `off` skips OCR.
+    /// Also write each array resized to SIZE x SIZE for training (ultrasound cropped to the scan
+    /// area first; aspect kept, zero-padded; area or bilinear interpolation; native dtype), as
+    /// arrays/<series>.<SIZE>x<SIZE>.npy with a .json sidecar. The native arrays stay as they are.
+    #[arg(long, value_name = "SIZE", conflicts_with = "no_arrays", value_parser = clap::value_parser!(u32).range(8..=4096))]
+    pub resize: Option<u32>,
+    /// Burned-in text (inside the ultrasound scan area, anywhere in other modalities): `phi`
+    /// blanks words matching the file's identifiers or date/ID patterns, `all` blanks every word
+    /// read, `off` skips OCR. The profile's [burned_in_text] sets the policy per modality.
     #[arg(long, default_value = "phi", value_parser = ["phi", "all", "off"])]
     pub ocr: String,
     /// Handle only shard I of N (0-based), e.g. 3/16; also read from Slurm array and
@@ -74,6 +83,132 @@ pub enum CurateCommand {
         /// The output folder the shards wrote to.
         out: PathBuf,
     },
+    /// Pseudonymise a label sheet (CSV) keyed by original identifiers with the same mappings
+    /// and per-patient date shift as the curated headers, so the two join without a crosswalk.
+    Labels(LabelsArgs),
+}
+
+/// Arguments of `bedside curate labels`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  bedside curate labels labels.csv -o labels.pseudo.csv --patient-column PatientID \
+      --id-columns AccessionNumber --uid-columns StudyInstanceUID --date-columns StudyDate,echo_date
+  bedside curate labels sheet.csv -o out.csv --patient-column mrn --id-columns acc=AccessionNumber \
+      --drop-columns name,birth_date
+
+Columns are named after their DICOM keyword, or mapped with COLUMN=Keyword. Use the same
+--secret-dir and --profile as the curation run. Dates may be YYYYMMDD, YYYY-MM-DD, YYYY/MM/DD or
+YYYY.MM.DD, optionally with a time; they keep their form. Cells that are not dates are emptied.
+Columns not named are copied unchanged: they should hold labels only.")]
+pub struct LabelsArgs {
+    /// The label sheet (CSV with a header row).
+    pub input: PathBuf,
+    /// Where to write the pseudonymised sheet.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// The column holding the original PatientID (keys pseudonyms and the date shift).
+    #[arg(long, value_name = "COLUMN")]
+    pub patient_column: Option<String>,
+    /// Identifier columns, COLUMN or COLUMN=Keyword (e.g. AccessionNumber, acc=AccessionNumber).
+    #[arg(long, value_delimiter = ',', value_parser = bedside_curate::labels::ColumnMap::parse)]
+    pub id_columns: Vec<bedside_curate::labels::ColumnMap>,
+    /// UID columns, COLUMN or COLUMN=Keyword (e.g. StudyInstanceUID).
+    #[arg(long, value_delimiter = ',', value_parser = bedside_curate::labels::ColumnMap::parse)]
+    pub uid_columns: Vec<bedside_curate::labels::ColumnMap>,
+    /// Date or date-time columns, shifted by the patient's offset.
+    #[arg(long, value_delimiter = ',')]
+    pub date_columns: Vec<String>,
+    /// Columns to leave out of the output (names, birth dates, free text).
+    #[arg(long, value_delimiter = ',')]
+    pub drop_columns: Vec<String>,
+    /// De-identification profile (TOML) used for the curation run; default: the Basic Profile
+    /// with date shifting.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Folder holding the site secret used for the curation run.
+    #[arg(long, env = "BEDSIDE_SECRET_DIR")]
+    pub secret_dir: Option<PathBuf>,
+}
+
+fn run_labels(args: &LabelsArgs, ctx: &Ctx) -> anyhow::Result<()> {
+    let profile = match &args.profile {
+        Some(p) => {
+            Profile::load(p).map_err(|e| Exit::invalid(format!("profile {}: {e}", p.display())))?
+        }
+        None => Profile::default(),
+    };
+    let secret_dir = args
+        .secret_dir
+        .clone()
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".bedside")))
+        .ok_or_else(|| Exit::invalid("no --secret-dir given and HOME is not set"))?;
+    if !SiteSecret::path_in(&secret_dir).is_file() {
+        // A new secret would give pseudonyms that match no curated data.
+        return Err(Exit::invalid(format!(
+            "no site secret in {}: use the --secret-dir of the curation run",
+            secret_dir.display()
+        ))
+        .into());
+    }
+    let secret = SiteSecret::load_or_create(&secret_dir)
+        .with_context(|| format!("site secret in {}", secret_dir.display()))?;
+    let deidentifier = Deidentifier::new(profile, secret).context("preparing the profile")?;
+    let spec = bedside_curate::labels::LabelSpec {
+        patient_column: args.patient_column.clone(),
+        id_columns: args.id_columns.clone(),
+        uid_columns: args.uid_columns.clone(),
+        date_columns: args.date_columns.clone(),
+        drop_columns: args.drop_columns.clone(),
+    };
+    if spec.patient_column.is_none() && spec.id_columns.is_empty() && spec.uid_columns.is_empty() {
+        return Err(Exit::invalid(
+            "name at least one of --patient-column, --id-columns, --uid-columns",
+        )
+        .into());
+    }
+    use bedside_curate::labels::LabelError;
+    let summary =
+        match bedside_curate::labels::pseudonymise(&args.input, &args.out, &spec, &deidentifier) {
+            Ok(s) => s,
+            Err(
+                e @ (LabelError::MissingColumn { .. }
+                | LabelError::Keyword { .. }
+                | LabelError::DatesRemoved(_)
+                | LabelError::SameFile),
+            ) => return Err(Exit::invalid(e.to_string()).into()),
+            Err(e) => return Err(e.into()),
+        };
+    ctx.say(format!(
+        "Pseudonymised {} rows into {}",
+        summary.rows,
+        args.out.display()
+    ));
+    for (column, n) in &summary.mapped {
+        ctx.say(format!("  {column:<24} {n:>7} values mapped"));
+    }
+    for (column, n) in &summary.removed_by_profile {
+        ctx.say(format!(
+            "  {column:<24} {n:>7} values emptied (the profile removes this attribute)"
+        ));
+    }
+    for (column, n) in &summary.not_dates {
+        ctx.say(format!(
+            "  {column:<24} {n:>7} cells were not dates and were emptied"
+        ));
+    }
+    if summary.rows_without_patient_id > 0 {
+        ctx.say(format!(
+            "  {} rows without a PatientID: keyed by their other identifiers, like headers without one",
+            summary.rows_without_patient_id
+        ));
+    }
+    if !summary.copied_columns.is_empty() {
+        ctx.say(format!(
+            "  copied unchanged (check them for identifying text): {}",
+            summary.copied_columns.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 struct Bar(ProgressBar);
@@ -105,6 +240,9 @@ fn inside(path: &Path, folder: &Path) -> bool {
 
 /// Runs the subcommand.
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
+    if let Some(CurateCommand::Labels(labels)) = &args.command {
+        return run_labels(labels, ctx);
+    }
     if let Some(CurateCommand::Merge { out }) = &args.command {
         let rows = pipeline::merge(out).with_context(|| format!("merging {}", out.display()))?;
         ctx.say(format!(
@@ -159,6 +297,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
             PixelPolicy::CleanUltrasound
         },
         arrays: !args.no_arrays,
+        resize: args.resize,
         ocr: match args.ocr.as_str() {
             "off" => None,
             "all" => Some(bedside_curate::ocr::TextPolicy::AllText),
@@ -200,7 +339,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         summary.quarantined.values().sum::<usize>()
     ));
     ctx.say(format!(
-        "  burned-in text removed from {} ultrasound objects; {} arrays written",
+        "  pixel data cleaned of burned-in text in {} objects; {} arrays written",
         summary.pixels_cleaned, summary.arrays
     ));
     ctx.say(format!(
