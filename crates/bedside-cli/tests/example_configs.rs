@@ -43,6 +43,10 @@ fn every_example_config_loads() {
                     message: e.to_string(),
                 }
             }),
+            "train" => bedside_core::config::load_with_env::<
+                bedside_ml::train::config::ExperimentConfig,
+            >(Some(&f), &[])
+            .map(|_| ()),
             other => panic!(
                 "{}: no loader for example folder `{other}`; add one to this test",
                 f.display()

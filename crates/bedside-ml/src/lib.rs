@@ -16,15 +16,21 @@
 //!   `digamma`, `logcumsumexp`, 3D max/average pooling).
 //! - [`data`]: reading `.npy` clips, the study manifest, EchoNet-style clip sampling, seeded
 //!   `Rand…` augmentations and normalisation statistics from the training split.
+//! - [`train`]: config-driven training (run folders, checkpoints, exact resume, early
+//!   stopping); [`bundle`]: self-contained model bundles; [`predict`]: test-time prediction
+//!   over every clip of a study.
 //! - [`backend`]: choosing the compiled-in backend (`flex` always; `tch` with the `tch`
 //!   feature) at run time.
 //!
 //! # Backends
 //!
 //! `cargo build -p bedside-ml` builds the pure-Rust `flex` CPU backend. The libtorch backend is
-//! a cargo feature: install the matching PyTorch wheel (`pip install torch==2.9.0`), then
-//! `LIBTORCH_USE_PYTORCH=1 cargo build -p bedside-ml --features tch` and run with
-//! `LD_LIBRARY_PATH` pointing at `site-packages/torch/lib`.
+//! a cargo feature: install the matching PyTorch wheel (`scripts/setup-torch.sh` puts
+//! torch 2.9.0 in `.venv-torch`), then `LIBTORCH_USE_PYTORCH=1 cargo build -p bedside-ml
+//! --features tch` with that Python first on `PATH`. This package's tests and examples carry an
+//! rpath to `torch/lib`; other binaries run with `LD_LIBRARY_PATH` pointing there.
+//! [`backend::BackendKind::select`] picks a compiled-in backend and device (`cpu`, `cuda:N`)
+//! at run time; see `crates/bedside-ml/README.md`.
 //!
 //! # Example
 //!
@@ -46,12 +52,15 @@
 //! ```
 
 pub mod backend;
+pub mod bundle;
 pub mod data;
 pub mod error;
 pub mod frame_cnn;
 pub mod heads;
 pub mod loss;
 pub mod ops;
+pub mod predict;
+pub mod train;
 pub mod video;
 pub mod weights;
 

@@ -112,6 +112,10 @@ fn shape5(v: &Value) -> [usize; 5] {
 }
 
 fn full_size_parity(arch: VideoArch) {
+    full_size_parity_on(arch, &Device::flex());
+}
+
+fn full_size_parity_on(arch: VideoArch, device: &Device) {
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("formula_logits.json")).unwrap(),
     )
@@ -128,12 +132,11 @@ fn full_size_parity(arch: VideoArch) {
             (name, shape, values)
         })
         .collect();
-    let device = Device::flex();
-    let model = VideoResNetConfig::new(arch).init(&device).unwrap();
+    let model = VideoResNetConfig::new(arch).init(device).unwrap();
     let source = WeightSource::SafetensorsBytes(safetensors_bytes(&tensors));
     let (model, report) = load_torchvision_video(model, &source, LoadMode::Strict).unwrap();
     assert_eq!(report.applied.len(), tensors.len(), "{report}");
-    let input = formula_input("input", shape5(&fixture["input"]["shape"]), &device);
+    let input = formula_input("input", shape5(&fixture["input"]["shape"]), device);
     let got = to_vec(model.forward(input));
     let want: Vec<f64> = serde_json::from_value(entry["logits"].clone()).unwrap();
     let diff = max_abs_diff(&got, &want);
@@ -148,6 +151,21 @@ fn full_size_parity(arch: VideoArch) {
 #[test]
 fn r2plus1d_18_full_size_matches_torchvision() {
     full_size_parity(VideoArch::R2Plus1d18);
+}
+
+/// The same fixture through libtorch (`--features tch`).
+#[cfg(feature = "tch")]
+#[test]
+fn r2plus1d_18_full_size_matches_torchvision_on_tch() {
+    let device = bedside_ml::backend::BackendKind::Tch.device().unwrap();
+    full_size_parity_on(VideoArch::R2Plus1d18, &device);
+}
+
+#[cfg(feature = "tch")]
+#[test]
+fn r3d_18_full_size_matches_torchvision_on_tch() {
+    let device = bedside_ml::backend::BackendKind::Tch.device().unwrap();
+    full_size_parity_on(VideoArch::R3d18, &device);
 }
 
 #[test]

@@ -140,6 +140,26 @@ impl Manifest {
             .iter()
             .map(str::to_string)
             .collect();
+        let rows = reader
+            .records()
+            .map(|r| {
+                r.map(|r| r.iter().map(str::to_string).collect::<Vec<_>>())
+                    .map_err(|e| read(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_rows(path, base, &header, &rows, columns)
+    }
+
+    /// Validate a table already in memory (e.g. the join of an array index and a label
+    /// sheet): `path` names it in messages, relative array paths resolve against `base`.
+    pub fn from_rows(
+        path: &Path,
+        base: &Path,
+        header: &[String],
+        rows: &[Vec<String>],
+        columns: ManifestColumns,
+    ) -> Result<Self, ManifestError> {
         let index: BTreeMap<&str, usize> = header
             .iter()
             .enumerate()
@@ -173,12 +193,10 @@ impl Manifest {
             .iter()
             .map(|c| find(c))
             .collect::<Result<Vec<_>, _>>()?;
-        let base = path.parent().unwrap_or(Path::new("."));
         let mut studies = Vec::new();
-        for (i, record) in reader.records().enumerate() {
+        for (i, record) in rows.iter().enumerate() {
             let row = i + 1;
-            let record = record.map_err(|e| read(e.to_string()))?;
-            let cell = |col: usize| record.get(col).unwrap_or("").trim();
+            let cell = |col: usize| record.get(col).map(|c| c.trim()).unwrap_or("");
             let bad = |col: usize, message: String| ManifestError::BadValue {
                 path: path.to_path_buf(),
                 row,

@@ -6,7 +6,10 @@
 //! - [`clips`]: EchoNet-Dynamic-style clip sampling (length, period; one random clip for
 //!   training, every clip at test time), seeded `Rand…` augmentations and per-channel
 //!   normalisation statistics.
+//! - [`loader`]: joining an array index with a label sheet, resizing to the model's frame
+//!   size, and a multi-threaded loader with a bounded number of batches in flight.
 
 pub mod clips;
+pub mod loader;
 pub mod manifest;
 pub mod npy;

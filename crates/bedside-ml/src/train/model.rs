@@ -1,0 +1,260 @@
+//! The trained model: a video backbone with a task head (or late fusion with tabular
+//! covariates), and the [`ModelSpec`] that rebuilds it and reads its outputs.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::config::{SurvivalModel, TaskKind};
+use crate::data::clips::Normalization;
+use crate::error::MlError;
+use crate::heads::{LateFusion, LateFusionConfig};
+use crate::loss::evidential::{Evidence, evidence};
+use crate::video::{VideoArch, VideoResNet, VideoResNetConfig};
+
+/// How clips are made for the model (what a bundle's user must reproduce).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Frames per clip.
+    pub clip_length: usize,
+    /// Step between sampled frames.
+    pub period: usize,
+    /// Frame side after resizing (aspect kept, zero padding).
+    pub size: usize,
+    /// Channels fed to the model (grayscale repeated).
+    pub channels: usize,
+    /// Per-channel normalisation from the training split, applied after resizing.
+    pub normalization: Normalization,
+}
+
+/// A tabular covariate of late fusion with its training-split standardisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TabularColumn {
+    /// Manifest column.
+    pub name: String,
+    /// Training mean.
+    pub mean: f64,
+    /// Training standard deviation (1 when constant).
+    pub std: f64,
+}
+
+/// The task as the trained model sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Task.
+    pub kind: TaskKind,
+    /// Classes (classification tasks).
+    pub classes: usize,
+    /// Survival model (survival tasks).
+    pub survival: SurvivalModel,
+    /// Cut points of the discrete-time survival models.
+    pub cuts: Vec<f64>,
+    /// Regression targets are standardised with this mean during training …
+    pub target_mean: f64,
+    /// … and this standard deviation.
+    pub target_std: f64,
+    /// Evidence function (evidential).
+    pub evidence: Evidence,
+}
+
+impl TaskSpec {
+    /// Width of the head's output.
+    pub fn output_dim(&self) -> usize {
+        match self.kind {
+            TaskKind::Classification | TaskKind::Evidential => self.classes,
+            TaskKind::Regression => 1,
+            TaskKind::Survival => match self.survival {
+                SurvivalModel::Cox => 1,
+                _ => self.cuts.len(),
+            },
+        }
+    }
+
+    /// Names of the prediction columns, in the order of [`Self::interpret`].
+    pub fn output_names(&self) -> Vec<String> {
+        match self.kind {
+            TaskKind::Classification => (0..self.classes).map(|k| format!("prob_{k}")).collect(),
+            TaskKind::Evidential => (0..self.classes)
+                .map(|k| format!("prob_{k}"))
+                .chain(["uncertainty".to_string()])
+                .collect(),
+            TaskKind::Regression => vec!["value".into()],
+            TaskKind::Survival => std::iter::once("risk".to_string())
+                .chain(self.cuts.iter().map(|t| format!("surv@{t}")))
+                .take(if self.survival == SurvivalModel::Cox {
+                    1
+                } else {
+                    1 + self.cuts.len()
+                })
+                .collect(),
+        }
+    }
+
+    /// Turn the raw outputs of one clip into the prediction columns: class probabilities
+    /// (evidential: `α/S` and the uncertainty `K/S`), the value in target units, or the risk
+    /// score (higher = earlier event; discrete-time: minus the mean of the survival curve)
+    /// followed by the survival curve at each cut point.
+    pub fn interpret(&self, raw: &[f32]) -> Vec<f64> {
+        let raw: Vec<f64> = raw.iter().map(|&v| f64::from(v)).collect();
+        match self.kind {
+            TaskKind::Classification => softmax_host(&raw),
+            TaskKind::Evidential => {
+                let alpha: Vec<f64> = raw
+                    .iter()
+                    .map(|&z| {
+                        1.0 + match self.evidence {
+                            Evidence::Relu => z.max(0.0),
+                            Evidence::Softplus => z.max(0.0) + (-z.abs()).exp().ln_1p(),
+                            Evidence::Exp => z.clamp(-10.0, 10.0).exp(),
+                        }
+                    })
+                    .collect();
+                let strength: f64 = alpha.iter().sum();
+                let mut out: Vec<f64> = alpha.iter().map(|a| a / strength).collect();
+                out.push(alpha.len() as f64 / strength);
+                out
+            }
+            TaskKind::Regression => {
+                vec![raw.first().copied().unwrap_or(0.0) * self.target_std + self.target_mean]
+            }
+            TaskKind::Survival => match self.survival {
+                SurvivalModel::Cox => vec![raw.first().copied().unwrap_or(0.0)],
+                SurvivalModel::LogisticHazard => {
+                    let mut s = 1.0;
+                    let curve: Vec<f64> = raw
+                        .iter()
+                        .map(|&phi| {
+                            s *= 1.0 - 1.0 / (1.0 + (-phi).exp());
+                            s
+                        })
+                        .collect();
+                    with_risk(curve)
+                }
+                SurvivalModel::Pmf | SurvivalModel::Deephit => {
+                    let mut padded = raw.clone();
+                    padded.push(0.0);
+                    let pmf = softmax_host(&padded);
+                    let mut cdf = 0.0;
+                    let curve: Vec<f64> = pmf[..raw.len()]
+                        .iter()
+                        .map(|p| {
+                            cdf += p;
+                            (1.0 - cdf).max(0.0)
+                        })
+                        .collect();
+                    with_risk(curve)
+                }
+            },
+        }
+    }
+}
+
+fn with_risk(curve: Vec<f64>) -> Vec<f64> {
+    let mean = curve.iter().sum::<f64>() / curve.len().max(1) as f64;
+    std::iter::once(-mean).chain(curve).collect()
+}
+
+fn softmax_host(z: &[f64]) -> Vec<f64> {
+    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = z.iter().map(|v| (v - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.iter().map(|v| v / sum).collect()
+}
+
+/// Everything needed to rebuild a trained model and read its outputs, without the run's
+/// configuration or data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// torchvision backbone name.
+    pub backbone: String,
+    /// Width multiplier.
+    pub width: f64,
+    /// Blocks per stage.
+    pub layers: [usize; 4],
+    /// Dropout before the head.
+    pub dropout: f64,
+    /// Hidden width of the fusion head.
+    pub fusion_hidden: usize,
+    /// Task.
+    pub task: TaskSpec,
+    /// Late-fusion covariates (empty: a linear head on the video embedding).
+    pub tabular: Vec<TabularColumn>,
+    /// Clip construction.
+    pub input: InputSpec,
+}
+
+impl ModelSpec {
+    /// Build the model with fresh weights (seed the device first for reproducible weights).
+    pub fn init(&self, device: &Device) -> Result<ClinicalModel, MlError> {
+        let arch = VideoArch::from_torchvision_name(&self.backbone)?;
+        let output_dim = self.task.output_dim();
+        let backbone = VideoResNetConfig::new(arch)
+            .with_width(self.width)
+            .with_layers(self.layers)
+            .with_num_classes(output_dim)
+            .init(device)?;
+        let fusion = (!self.tabular.is_empty()).then(|| {
+            LateFusionConfig::new(backbone.embedding_dim(), self.tabular.len(), output_dim)
+                .with_hidden_dim(self.fusion_hidden)
+                .with_dropout(self.dropout)
+                .init(device)
+        });
+        Ok(ClinicalModel {
+            backbone,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            fusion,
+        })
+    }
+}
+
+/// A video backbone with its head: the backbone's `fc` on the embedding, or late fusion of
+/// the embedding with tabular covariates.
+#[derive(Module, Debug)]
+pub struct ClinicalModel {
+    /// The video ResNet (its `fc` is the head when there is no fusion).
+    pub backbone: VideoResNet,
+    /// Dropout on the embedding (active only on autodiff devices).
+    pub dropout: Dropout,
+    /// Late fusion with tabular covariates.
+    pub fusion: Option<LateFusion>,
+}
+
+impl ClinicalModel {
+    /// Raw head outputs.
+    ///
+    /// # Shapes
+    /// - clips: `[batch, 3, frames, height, width]`; tabular: `[batch, covariates]`
+    /// - output: `[batch, output_dim]`
+    pub fn forward(&self, clips: Tensor<5>, tabular: Option<Tensor<2>>) -> Tensor<2> {
+        let embedding = self.dropout.forward(self.backbone.embed(clips));
+        match (&self.fusion, tabular) {
+            (Some(fusion), Some(tabular)) => fusion.forward(embedding, tabular),
+            _ => self.backbone.fc.forward(embedding),
+        }
+    }
+}
+
+/// Class probabilities of a classification head's logits (used for fairness penalties).
+pub(crate) fn positive_score(kind: TaskKind, out: Tensor<2>, ev: Evidence) -> Tensor<1> {
+    let [n, d] = out.dims();
+    match kind {
+        TaskKind::Classification => softmax(out, 1)
+            .slice([0..n, 0..1])
+            .neg()
+            .add_scalar(1.0)
+            .reshape([n]),
+        TaskKind::Evidential => {
+            let alpha = evidence(out, ev).add_scalar(1.0);
+            let strength = alpha.clone().sum_dim(1);
+            (alpha / strength)
+                .slice([0..n, 0..1])
+                .neg()
+                .add_scalar(1.0)
+                .reshape([n])
+        }
+        TaskKind::Regression => out.reshape([n]),
+        TaskKind::Survival => out.sum_dim(1).div_scalar(d as f64).reshape([n]),
+    }
+}
