@@ -7,10 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# dicom3tools, dcmtk: DICOM validators and peers; tesseract + libtesseract-dev, libleptonica-dev,
-# clang (bindgen), pkg-config: OCR of burned-in text; chromium: report rendering tests.
-APT_PACKAGES=(dicom3tools dcmtk python3-venv tesseract-ocr tesseract-ocr-eng libtesseract-dev
-  libleptonica-dev clang libclang-dev pkg-config chromium)
+# dicom3tools, dcmtk: DICOM validators and peers; libgdcm-tools + openssl: gdcmanon, the peer of
+# `bedside bench curate`; tesseract + libtesseract-dev, libleptonica-dev, clang (bindgen),
+# pkg-config: OCR of burned-in text; chromium: report rendering tests.
+APT_PACKAGES=(dicom3tools dcmtk libgdcm-tools openssl python3-venv tesseract-ocr tesseract-ocr-eng
+  libtesseract-dev libleptonica-dev clang libclang-dev pkg-config chromium)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -42,6 +42,18 @@ enum Command {
     Demo(commands::demo::Args),
     /// Evaluate predictions: metrics with CIs, survival, calibration, subgroups, fairness, referral.
     Evaluate(Box<commands::evaluate::Args>),
+    /// Train a video model from an experiment configuration (TOML).
+    Train(commands::train::Args),
+    /// Export a trained run as a self-contained model bundle.
+    Export(commands::export::Args),
+    /// Predict every study of a manifest with a bundle (all clips, mean and spread).
+    Predict(Box<commands::predict::Args>),
+    /// Annotation server: DICOMweb over a study store, and import of curated studies.
+    #[command(subcommand)]
+    Annotate(commands::annotate::AnnotateCommand),
+    /// Benchmarks beside peer tools, as ratios (e.g. `bedside bench curate`).
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +64,11 @@ fn main() -> ExitCode {
         Command::Curate(args) => commands::curate::run(*args, &ctx),
         Command::Demo(args) => commands::demo::run(args, &ctx),
         Command::Evaluate(args) => commands::evaluate::run(*args, &ctx),
+        Command::Train(args) => commands::train::run(args, &ctx),
+        Command::Export(args) => commands::export::run(args, &ctx),
+        Command::Predict(args) => commands::predict::run(*args, &ctx),
+        Command::Annotate(cmd) => commands::annotate::run(cmd, &ctx),
+        Command::Bench(cmd) => commands::bench::run(cmd, &ctx),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
