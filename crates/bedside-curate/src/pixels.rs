@@ -85,6 +85,58 @@ pub enum PixelError {
     #[error(transparent)]
     Ocr(#[from] crate::ocr::OcrError),
 }
+/// How the samples of one frame sit in its bytes (little-endian words when `bps` is 2).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SampleLayout {
+    /// Pixels per frame.
+    pub plane: usize,
+    /// Samples per pixel.
+    pub spp: usize,
+    /// Bytes per sample (1 or 2).
+    pub bps: usize,
+    /// Colour-by-plane rather than colour-by-pixel.
+    pub planar: bool,
+}
+
+/// Writes `fill` into every sample of the pixels `blank` selects, in the first `frames` frames
+/// of `data`; returns the most pixels any one frame had changed (0 when nothing changed, so an
+/// already-blank area keeps the original transfer syntax).
+pub(crate) fn fill_samples(
+    data: &mut [u8],
+    frame_len: usize,
+    frames: usize,
+    layout: SampleLayout,
+    fill: &[u16],
+    blank: impl Fn(usize) -> bool,
+) -> usize {
+    let SampleLayout {
+        plane,
+        spp,
+        bps,
+        planar,
+    } = layout;
+    let mut worst = 0usize;
+    for frame in data.chunks_exact_mut(frame_len).take(frames) {
+        let mut changed = 0usize;
+        for i in (0..plane).filter(|&i| blank(i)) {
+            let mut differs = false;
+            for (k, &value) in fill.iter().enumerate().take(spp) {
+                let idx = if planar { k * plane + i } else { i * spp + k };
+                if bps == 1 {
+                    differs |= frame[idx] != value as u8;
+                    frame[idx] = value as u8;
+                } else {
+                    let bytes = value.to_le_bytes();
+                    differs |= frame[2 * idx..2 * idx + 2] != bytes;
+                    frame[2 * idx..2 * idx + 2].copy_from_slice(&bytes);
+                }
+            }
+            changed += differs as usize;
+        }
+        worst = worst.max(changed);
+    }
+    worst
+}
 
 /// The value that shows as black, per sample, for a photometric interpretation.
 pub(crate) fn blank_samples(
@@ -272,26 +324,19 @@ pub fn clean_ultrasound(
     let kept = keep.iter().filter(|&&k| k == 1).count();
 
     let black = blank_samples(&pm, bits_stored, palette_black(obj));
-    let mut worst = 0usize;
-    for frame in data.chunks_exact_mut(frame_len).take(frames as usize) {
-        let mut changed = 0usize;
-        for i in (0..plane).filter(|&i| keep[i] == 0) {
-            let mut differs = false;
-            for (k, &value) in black.iter().enumerate().take(spp) {
-                let idx = if planar { k * plane + i } else { i * spp + k };
-                if bps == 1 {
-                    differs |= frame[idx] != value as u8;
-                    frame[idx] = value as u8;
-                } else {
-                    let bytes = value.to_le_bytes();
-                    differs |= frame[2 * idx..2 * idx + 2] != bytes;
-                    frame[2 * idx..2 * idx + 2].copy_from_slice(&bytes);
-                }
-            }
-            changed += differs as usize;
-        }
-        worst = worst.max(changed);
-    }
+    let worst = fill_samples(
+        &mut data,
+        frame_len,
+        frames as usize,
+        SampleLayout {
+            plane,
+            spp,
+            bps,
+            planar,
+        },
+        &black,
+        |i| keep[i] == 0,
+    );
     let mut outcome = CleanOutcome {
         changed: worst > 0,
         frames,

@@ -450,26 +450,19 @@ pub fn clean_text(
         }
     }
     let masked = mask.iter().filter(|&&m| m).count();
-    let mut worst = 0usize;
-    for frame in data.chunks_exact_mut(frame_len) {
-        let mut changed = 0usize;
-        for i in (0..plane).filter(|&i| mask[i]) {
-            let mut differs = false;
-            for (k, &value) in fill.iter().enumerate().take(layout.spp) {
-                let idx = layout.index(i, k);
-                if layout.bps == 1 {
-                    differs |= frame[idx] != value as u8;
-                    frame[idx] = value as u8;
-                } else {
-                    let bytes = value.to_le_bytes();
-                    differs |= frame[2 * idx..2 * idx + 2] != bytes;
-                    frame[2 * idx..2 * idx + 2].copy_from_slice(&bytes);
-                }
-            }
-            changed += differs as usize;
-        }
-        worst = worst.max(changed);
-    }
+    let worst = crate::pixels::fill_samples(
+        &mut data,
+        frame_len,
+        layout.frames,
+        crate::pixels::SampleLayout {
+            plane,
+            spp: layout.spp,
+            bps: layout.bps,
+            planar: layout.planar,
+        },
+        &fill,
+        |i| mask[i],
+    );
     let mut outcome = CleanOutcome {
         changed: worst > 0,
         frames: layout.frames as u32,

@@ -130,18 +130,28 @@ pub struct LabelsArgs {
     pub secret_dir: Option<PathBuf>,
 }
 
-fn run_labels(args: &LabelsArgs, ctx: &Ctx) -> anyhow::Result<()> {
-    let profile = match &args.profile {
+/// The de-identification profile (`--profile`, else the standard one) and the folder of the
+/// site secret (`--secret-dir`, else `~/.bedside`): curation and label sheets must agree on both.
+fn profile_and_secret_dir(
+    profile: Option<&std::path::Path>,
+    secret_dir: Option<&std::path::Path>,
+) -> Result<(Profile, PathBuf), Exit> {
+    let profile = match profile {
         Some(p) => {
             Profile::load(p).map_err(|e| Exit::invalid(format!("profile {}: {e}", p.display())))?
         }
         None => Profile::default(),
     };
-    let secret_dir = args
-        .secret_dir
-        .clone()
+    let secret_dir = secret_dir
+        .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".bedside")))
         .ok_or_else(|| Exit::invalid("no --secret-dir given and HOME is not set"))?;
+    Ok((profile, secret_dir))
+}
+
+fn run_labels(args: &LabelsArgs, ctx: &Ctx) -> anyhow::Result<()> {
+    let (profile, secret_dir) =
+        profile_and_secret_dir(args.profile.as_deref(), args.secret_dir.as_deref())?;
     if !SiteSecret::path_in(&secret_dir).is_file() {
         // A new secret would give pseudonyms that match no curated data.
         return Err(Exit::invalid(format!(
@@ -255,17 +265,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         return Err(Exit::invalid("--out is required").into());
     };
     let start = Instant::now();
-    let profile = match &args.profile {
-        Some(p) => {
-            Profile::load(p).map_err(|e| Exit::invalid(format!("profile {}: {e}", p.display())))?
-        }
-        None => Profile::default(),
-    };
-    let secret_dir = args
-        .secret_dir
-        .clone()
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".bedside")))
-        .ok_or_else(|| Exit::invalid("no --secret-dir given and HOME is not set"))?;
+    let (profile, secret_dir) =
+        profile_and_secret_dir(args.profile.as_deref(), args.secret_dir.as_deref())?;
     if inside(&secret_dir, &out) {
         return Err(Exit::invalid("the secret folder must not be inside the output folder").into());
     }

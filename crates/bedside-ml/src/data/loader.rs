@@ -15,7 +15,7 @@ use bedside_core::rng::Rng;
 
 use super::clips::{ClipSampler, Normalization, RandPipeline, VideoArray};
 use super::manifest::{Manifest, ManifestColumns, ManifestError};
-use super::npy::read_npy;
+use super::npy::{NPY_PREFIX_LEN, header_end, parse_header, read_npy};
 
 /// Channels fed to every model: grayscale arrays are repeated into three channels, colour
 /// arrays kept, so grayscale and RGB studies can share one model.
@@ -255,64 +255,28 @@ pub fn npy_shape(path: &Path) -> Result<Vec<usize>, String> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let total = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut prefix = [0u8; 12];
-    file.read_exact(&mut prefix)
+    let mut header = vec![0u8; NPY_PREFIX_LEN];
+    file.read_exact(&mut header)
         .map_err(|_| "too short for a .npy file".to_string())?;
-    if &prefix[..6] != b"\x93NUMPY" {
-        return Err("not a .npy file (missing the \\x93NUMPY magic)".into());
-    }
-    let (header_len, offset) = match prefix[6] {
-        1 => (usize::from(u16::from_le_bytes([prefix[8], prefix[9]])), 10),
-        2 | 3 => (
-            u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize,
-            12,
-        ),
-        v => return Err(format!("unsupported .npy version {v}")),
-    };
-    if (offset + header_len) as u64 > total {
+    let end = header_end(&header)?;
+    if end as u64 > total {
         return Err("truncated .npy header".into());
     }
-    let mut header = vec![0u8; offset + header_len];
-    header[..12].copy_from_slice(&prefix);
-    file.read_exact(&mut header[12..])
-        .map_err(|e| e.to_string())?;
-    let text = std::str::from_utf8(&header[offset..]).map_err(|_| "non-text .npy header")?;
-    let descr_size = if text.contains("'|u1'") || text.contains("'<u1'") || text.contains("'|i1'") {
-        1
-    } else if text.contains("'<u2'") || text.contains("'<i2'") {
-        2
-    } else if text.contains("'<f4'") {
-        4
-    } else if text.contains("'<f8'") {
-        8
-    } else {
-        return Err(
-            "unsupported dtype (expected uint8, int8, uint16, int16, float32, float64)".into(),
-        );
-    };
-    let shape_text = text
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.trim_start().strip_prefix('('))
-        .and_then(|s| s.split(')').next())
-        .ok_or("header lacks a shape")?;
-    let shape = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<usize>()
-                .map_err(|_| format!("bad dimension `{s}`"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let body = shape.iter().product::<usize>() as u64 * descr_size;
-    if total != (offset + header_len) as u64 + body {
+    if end > NPY_PREFIX_LEN {
+        header.resize(end, 0);
+        file.read_exact(&mut header[NPY_PREFIX_LEN..])
+            .map_err(|e| e.to_string())?;
+    }
+    let parsed = parse_header(&header)?;
+    if total != (parsed.data_offset + parsed.body_len()) as u64 {
         return Err(format!(
-            "shape {shape:?} needs {body} data bytes, the file holds {}",
-            total - (offset + header_len) as u64
+            "shape {:?} needs {} data bytes, the file holds {}",
+            parsed.shape,
+            parsed.body_len(),
+            total - parsed.data_offset as u64
         ));
     }
-    Ok(shape)
+    Ok(parsed.shape)
 }
 
 /// Read one study's array and resize it to `size × size`.

@@ -55,21 +55,51 @@ fn header_value<'a>(header: &'a str, key: &str) -> Result<&'a str, String> {
     Ok(header[start..].trim_start())
 }
 
-/// Parse the bytes of a `.npy` file.
-pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, String> {
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+/// What a `.npy` header says: element type, shape, and where the elements start.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NpyHeader {
+    /// The `descr` dtype string (`<u2`, `|u1`, …), one this reader supports.
+    pub descr: String,
+    /// Shape in C order.
+    pub shape: Vec<usize>,
+    /// Byte offset of the first element.
+    pub data_offset: usize,
+    /// Bytes per element.
+    pub item_size: usize,
+}
+
+impl NpyHeader {
+    /// Bytes the elements take.
+    pub fn body_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.item_size
+    }
+}
+
+/// The first bytes of a file a header can be located from (magic, version, length).
+pub(crate) const NPY_PREFIX_LEN: usize = 12;
+
+/// Byte offset where the header ends, from the file's first bytes (at least 10, or 12 for
+/// format versions 2 and 3).
+pub(crate) fn header_end(prefix: &[u8]) -> Result<usize, String> {
+    if prefix.len() < 10 || &prefix[..6] != b"\x93NUMPY" {
         return Err("missing the \\x93NUMPY magic".into());
     }
-    let major = bytes[6];
+    let major = prefix[6];
     let (header_len, offset) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+        1 => (u16::from_le_bytes([prefix[8], prefix[9]]) as usize, 10),
+        2 | 3 if prefix.len() >= 12 => (
+            u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize,
             12,
         ),
         _ => return Err(format!("unsupported format version {major}")),
     };
-    let end = offset + header_len;
+    Ok(offset + header_len)
+}
+
+/// Parse the header at the start of `bytes` (which must reach at least [`header_end`]).
+pub(crate) fn parse_header(bytes: &[u8]) -> Result<NpyHeader, String> {
+    let end = header_end(bytes)?;
+    let offset = if bytes[6] == 1 { 10 } else { 12 };
     let header = bytes
         .get(offset..end)
         .and_then(|h| std::str::from_utf8(h).ok())
@@ -97,23 +127,36 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, String> {
                 .map_err(|_| format!("bad dimension `{s}`"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let count: usize = shape.iter().product();
-    let body = &bytes[end.min(bytes.len())..];
-    let size = match descr {
+    let item_size = match descr {
         "|u1" | "<u1" | "|i1" => 1,
         "<u2" | "<i2" => 2,
         "<f4" => 4,
         "<f8" => 8,
         other => return Err(format!("unsupported dtype `{other}`")),
     };
-    if body.len() != count * size {
+    Ok(NpyHeader {
+        descr: descr.to_string(),
+        shape,
+        data_offset: end,
+        item_size,
+    })
+}
+
+/// Parse the bytes of a `.npy` file.
+pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, String> {
+    let header = parse_header(bytes)?;
+    let body = &bytes[header.data_offset.min(bytes.len())..];
+    if body.len() != header.body_len() {
         return Err(format!(
-            "shape {shape:?} of {descr} needs {} bytes, the file holds {}",
-            count * size,
+            "shape {:?} of {} needs {} bytes, the file holds {}",
+            header.shape,
+            header.descr,
+            header.body_len(),
             body.len()
         ));
     }
-    let data: Vec<f32> = match descr {
+    let NpyHeader { descr, shape, .. } = header;
+    let data: Vec<f32> = match descr.as_str() {
         "|u1" | "<u1" => body.iter().map(|&b| f32::from(b)).collect(),
         "|i1" => body.iter().map(|&b| f32::from(b as i8)).collect(),
         "<u2" => body
