@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # `bedside bench curate`; tesseract + libtesseract-dev, libleptonica-dev, clang (bindgen),
 # pkg-config: OCR of burned-in text; chromium: report rendering tests.
 APT_PACKAGES=(dicom3tools dcmtk libgdcm-tools openssl python3-venv tesseract-ocr tesseract-ocr-eng
-  libtesseract-dev libleptonica-dev clang libclang-dev pkg-config chromium)
+  libtesseract-dev libleptonica-dev clang libclang-dev pkg-config chromium orthanc)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do

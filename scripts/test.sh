@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 BEDSIDE_SKIP_BUILD=1 ./scripts/setup.sh
 # Peers are installed above, so a missing one is a failure rather than a skip.
 export BEDSIDE_REQUIRE_PEERS=1
+# A one-shot build gains nothing from incremental caches, which would double the disk it takes.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

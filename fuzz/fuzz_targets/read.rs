@@ -2,7 +2,8 @@
 //! panic, and memory stays bounded by the input. libFuzzer's -malloc_limit_mb and
 //! -rss_limit_mb catch gross blow-ups; the counting allocator below checks the documented bound
 //! itself on every input: the peak of live heap bytes while reading and extracting metadata is
-//! at most `PER_BYTE` times the input plus `BASE`.
+//! at most `PER_BYTE` times the input plus `BASE`. The single-walk metadata extraction
+//! (`metadata::extract_bytes`) is checked against the full reader's on every input.
 #![no_main]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -56,9 +57,18 @@ static ALLOC: Counting = Counting;
 fuzz_target!(|data: &[u8]| {
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
+    // The single-walk metadata extraction reads the bytes itself: bounded like the rest, and
+    // whenever the full reader accepts a file it must accept it too and give the same record.
+    let fast = bedside_curate::metadata::extract_bytes(data);
     if let Ok(obj) = bedside_dicom::read::read_bytes(data) {
-        let _ = bedside_curate::metadata::extract(&obj);
+        let full = bedside_curate::metadata::extract(&obj);
+        match &fast {
+            // Debug text, so that NaN deltas compare equal to themselves.
+            Ok(record) => assert_eq!(format!("{record:?}"), format!("{full:?}")),
+            Err(e) => panic!("extract_bytes refused what read_bytes accepts: {e}"),
+        }
     }
+    drop(fast);
     let peak = PEAK.load(Ordering::Relaxed) - before;
     let bound = PER_BYTE * data.len() + BASE;
     assert!(

@@ -46,6 +46,12 @@ def server(tmp_path_factory, bedside, small_cohort):
         capture_output=True, text=True,
     )
     assert run.returncode == 0, run.stderr
+    # Every endpoint needs a session: a superuser sees every study and may store.
+    run = subprocess.run(
+        [str(bedside), "annotate", "user", "add", "tester", "--superuser", "--data", str(data)],
+        input="tester-password\n", capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr
     port = free_port()
     proc = subprocess.Popen(
         [str(bedside), "annotate", "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
@@ -64,6 +70,14 @@ def server(tmp_path_factory, bedside, small_cohort):
             proc.kill()
             pytest.fail("server did not start: " + proc.stderr.read().decode(errors="replace"))
         time.sleep(0.1)
+    login = urllib.request.Request(
+        root + "/api/login", method="POST",
+        data=json.dumps({"username": "tester", "password": "tester-password"}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(login, timeout=30) as r:
+        cookies = [c.split(";")[0] for c in r.headers.get_all("Set-Cookie")]
+        AUTH["Cookie"] = "; ".join(cookies)
+        AUTH["X-CSRF-Token"] = json.loads(r.read())["csrf_token"]
     yield root + "/dicomweb"
     proc.terminate()
     proc.wait(timeout=10)
@@ -77,8 +91,12 @@ def files(small_cohort):
     }
 
 
+# The session cookie and CSRF token of the signed-in test user, sent with every request.
+AUTH = {}
+
+
 def http(url, accept=None, method="GET", body=None, content_type=None):
-    req = urllib.request.Request(url, method=method, data=body)
+    req = urllib.request.Request(url, method=method, data=body, headers=dict(AUTH))
     if accept:
         req.add_header("Accept", accept)
     if content_type:
@@ -235,7 +253,11 @@ def test_malformed_requests_get_4xx(server, files):
 
 def test_dicomweb_client_search_retrieve_and_store(server, files, tmp_path):
     dicomweb_client = pytest.importorskip("dicomweb_client")
-    client = dicomweb_client.DICOMwebClient(url=server)
+    import requests
+
+    session = requests.Session()
+    session.headers.update(AUTH)
+    client = dicomweb_client.DICOMwebClient(url=server, session=session)
     studies = client.search_for_studies(fields=["StudyDescription"])
     assert {pydicom.Dataset.from_json(s).StudyInstanceUID for s in studies} == {
         ds.StudyInstanceUID for ds in files.values()}

@@ -71,10 +71,17 @@ fn split_url(url: &str) -> (String, String) {
     }
 }
 
+/// The session cookie of our server (peers ignore it).
+static COOKIE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// One keep-alive GET; returns the body length.
 fn get(reader: &mut BufReader<TcpStream>, host: &str, path: &str) -> usize {
+    let cookie = COOKIE
+        .get()
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {ACCEPT}\r\nConnection: keep-alive\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {ACCEPT}\r\n{cookie}Connection: keep-alive\r\n\r\n"
     );
     reader.get_mut().write_all(request.as_bytes()).unwrap();
     let mut line = String::new();
@@ -237,7 +244,16 @@ fn main() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = server::app(Arc::new(store), Default::default());
+    let db = Arc::new(bedside_annotate::db::AnnotateDb::open(data.path()).unwrap());
+    db.add_user("bench", "bench-password", true).unwrap();
+    let (_, token) = db.login("bench", "bench-password", 3600).unwrap().unwrap();
+    COOKIE
+        .set(format!(
+            "{}={token}",
+            bedside_annotate::auth::SESSION_COOKIE
+        ))
+        .unwrap();
+    let app = server::app(Arc::new(store), db, Default::default(), Default::default());
     runtime.spawn(async move { axum::serve(listener, app).await });
     let ours = format!("http://{addr}{}", server::DICOMWEB_PREFIX);
 

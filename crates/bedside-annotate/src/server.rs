@@ -1,4 +1,7 @@
-//! The HTTP server: DICOMweb under `/dicomweb`, a health check, graceful shutdown.
+//! The HTTP server: the annotation API under `/api` (with its WebSocket), DICOMweb under
+//! `/dicomweb`, a health check, graceful shutdown. One layer resolves sessions for the whole
+//! application ([`crate::auth::authenticate`]); DICOMweb sits behind
+//! [`crate::auth::dicomweb_guard`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +12,8 @@ use axum::routing::get;
 pub use bedside_dicomweb::DicomWebConfig;
 use bedside_dicomweb::StudyStore;
 
+use crate::api::{AppState, AuthConfig};
+use crate::db::AnnotateDb;
 use crate::store::{DiskStore, OpenError};
 
 /// Where the DICOMweb service is mounted (the `wadoRoot`/`qidoRoot` of a viewer).
@@ -23,6 +28,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// DICOMweb settings.
     pub dicomweb: DicomWebConfig,
+    /// Session settings.
+    pub auth: AuthConfig,
 }
 
 /// Why the server stopped with an error.
@@ -48,23 +55,40 @@ pub enum ServeError {
     Run(std::io::Error),
 }
 
-/// The whole application: DICOMweb under [`DICOMWEB_PREFIX`] and `GET /healthz`.
-///
-/// Later stages add accounts, the annotation API, WebSocket collaboration and the web
-/// interface beside it; an authentication layer wraps the whole router.
-pub fn app(store: Arc<dyn StudyStore>, mut dicomweb: DicomWebConfig) -> Router {
+/// The whole application: the API under `/api`, DICOMweb under [`DICOMWEB_PREFIX`] (both
+/// needing a session) and `GET /healthz`.
+pub fn app(
+    store: Arc<dyn StudyStore>,
+    db: Arc<AnnotateDb>,
+    mut dicomweb: DicomWebConfig,
+    auth: AuthConfig,
+) -> Router {
     if dicomweb.path_prefix.is_empty() {
         dicomweb.path_prefix = DICOMWEB_PREFIX.to_string();
     }
+    let state = Arc::new(AppState {
+        db,
+        hub: Default::default(),
+        auth,
+    });
+    let dicomweb = bedside_dicomweb::router(store, dicomweb).layer(
+        axum::middleware::from_fn_with_state(state.clone(), crate::auth::dicomweb_guard),
+    );
     Router::new()
-        .nest(DICOMWEB_PREFIX, bedside_dicomweb::router(store, dicomweb))
+        .nest(DICOMWEB_PREFIX, dicomweb)
+        .nest("/api", crate::api::router(state.clone()))
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::auth::authenticate,
+        ))
 }
 
 /// Opens the store and serves until Ctrl-C or SIGTERM. `on_ready` gets the bound address
 /// (useful with port 0).
 pub fn serve(config: ServeConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let store: Arc<dyn StudyStore> = Arc::new(DiskStore::open(&config.data)?);
+    let db = Arc::new(AnnotateDb::open(&config.data)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,7 +102,7 @@ pub fn serve(config: ServeConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(
             })?;
         let addr = listener.local_addr().map_err(ServeError::Run)?;
         on_ready(addr);
-        let app = app(store, config.dicomweb);
+        let app = app(store, db, config.dicomweb, config.auth);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await

@@ -4,7 +4,7 @@
 //! Layout of the data folder:
 //!
 //! ```text
-//! DATA/annotate.sqlite            index and (later) annotations, schema version in user_version
+//! DATA/annotate.sqlite            index, accounts, annotations, audit; schema version in user_version
 //! DATA/objects/sha256/ab/cdef…    one Part 10 file per instance, named by its SHA-256
 //! ```
 
@@ -87,7 +87,124 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX instances_by_series ON instances(series_instance_uid);
      CREATE INDEX instances_by_study ON instances(study_instance_uid);",
+    // 2: accounts, projects and annotations.
+    "CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        superuser INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+     );
+     CREATE TABLE sessions (
+        token_sha256 TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+     );
+     CREATE INDEX sessions_by_expiry ON sessions(expires_at);
+     CREATE TABLE projects (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        blinded INTEGER NOT NULL DEFAULT 0,
+        label_schema TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     );
+     CREATE TABLE memberships (
+        project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'annotator', 'reviewer', 'viewer')),
+        PRIMARY KEY (project_id, user_id)
+     );
+     CREATE TABLE project_studies (
+        project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        study_instance_uid TEXT NOT NULL REFERENCES studies(study_instance_uid),
+        seq INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (project_id, study_instance_uid)
+     );
+     CREATE TABLE assignments (
+        project_id INTEGER NOT NULL,
+        study_instance_uid TEXT NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        PRIMARY KEY (project_id, study_instance_uid, user_id),
+        FOREIGN KEY (project_id, study_instance_uid)
+            REFERENCES project_studies(project_id, study_instance_uid) ON DELETE CASCADE
+     );
+     CREATE TABLE annotations (
+        id TEXT PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        study_instance_uid TEXT NOT NULL,
+        series_instance_uid TEXT,
+        sop_instance_uid TEXT,
+        frame INTEGER,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        measurement TEXT,
+        mask BLOB,
+        author_id INTEGER NOT NULL REFERENCES users(id),
+        version INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        updated_by INTEGER NOT NULL REFERENCES users(id),
+        deleted INTEGER NOT NULL DEFAULT 0,
+        FOREIGN KEY (project_id, study_instance_uid)
+            REFERENCES project_studies(project_id, study_instance_uid)
+     );
+     CREATE INDEX annotations_by_study ON annotations(project_id, study_instance_uid, seq);
+     CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        user_id INTEGER,
+        project_id INTEGER,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+     );
+     CREATE INDEX audit_by_project ON audit(project_id, id);",
 ];
+
+/// Opens the database of the data folder `data` (which must exist) with `synchronous` set
+/// as given, and brings its schema up to date.
+pub(crate) fn connect(data: &Path, synchronous: &str) -> Result<Connection, OpenError> {
+    let path = data.join("annotate.sqlite");
+    let db_err = |source| OpenError::Database {
+        path: path.clone(),
+        source,
+    };
+    let mut conn = Connection::open(&path).map_err(db_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(db_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(db_err)?;
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(db_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(db_err)?;
+    // Two connections may open a new folder at once: the migration runs under a write lock.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err)?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(OpenError::NewerSchema {
+            path,
+            found: version,
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.execute_batch(sql).map_err(db_err)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(conn)
+}
 
 /// Study-level attributes kept on the study record besides the Patient module (group 0010).
 const STUDY_TAGS: &[u32] = &[
@@ -174,38 +291,8 @@ impl DiskStore {
             path: objects.clone(),
             source,
         })?;
-        let path = data.join("annotate.sqlite");
-        let db_err = |source| OpenError::Database {
-            path: path.clone(),
-            source,
-        };
-        let mut conn = Connection::open(&path).map_err(db_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(db_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(db_err)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(db_err)?;
-        let supported = MIGRATIONS.len() as i64;
-        if version > supported {
-            return Err(OpenError::NewerSchema {
-                path,
-                found: version,
-                supported,
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            let tx = conn.transaction().map_err(db_err)?;
-            tx.execute_batch(sql).map_err(db_err)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(db_err)?;
-            tx.commit().map_err(db_err)?;
-        }
+        // The index can be rebuilt from the files, so a power cut may cost its last commits.
+        let conn = connect(data, "NORMAL")?;
         Ok(Self {
             objects,
             db: Mutex::new(conn),

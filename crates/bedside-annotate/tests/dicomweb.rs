@@ -87,10 +87,28 @@ fn fixture_with(config: DicomWebConfig, import_cohort: bool) -> Fixture {
         assert_eq!(summary.stored as usize, dicom_files().len());
         assert!(summary.failed.is_empty());
     }
-    Fixture {
-        app: server::app(Arc::new(store), config),
-        _data: data,
-    }
+    // Every endpoint needs a session: sign in as a superuser and send its cookie and CSRF
+    // token with every request.
+    let db = Arc::new(bedside_annotate::db::AnnotateDb::open(data.path()).unwrap());
+    db.add_user("tester", "tester-password", true).unwrap();
+    let (who, token) = db
+        .login("tester", "tester-password", 3600)
+        .unwrap()
+        .unwrap();
+    let cookie = format!("{}={token}", bedside_annotate::auth::SESSION_COOKIE);
+    let app = server::app(Arc::new(store), db, config, Default::default()).layer(
+        axum::middleware::map_request(move |mut req: Request<Body>| {
+            let (cookie, csrf) = (cookie.clone(), who.csrf.clone());
+            async move {
+                req.headers_mut()
+                    .insert(header::COOKIE, cookie.parse().unwrap());
+                req.headers_mut()
+                    .insert("x-csrf-token", csrf.parse().unwrap());
+                req
+            }
+        }),
+    );
+    Fixture { app, _data: data }
 }
 
 fn fixture() -> Fixture {
@@ -800,7 +818,11 @@ fn reopening_keeps_the_schema_and_import_is_idempotent() {
     assert_eq!(first.stored as usize, dicom_files().len());
     assert!(first.not_dicom > 0, "csv and json files are skipped");
     let store = DiskStore::open(data.path()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(
+        store.schema_version().unwrap(),
+        2,
+        "index, then accounts and annotations"
+    );
     let again = import::import_path(&store, cohort(), |_, _| {}).unwrap();
     assert_eq!(again.stored, 0);
     assert_eq!(again.already_stored, first.stored);

@@ -51,13 +51,30 @@ enum Command {
     /// Annotation server: DICOMweb over a study store, and import of curated studies.
     #[command(subcommand)]
     Annotate(commands::annotate::AnnotateCommand),
+    /// Clinical inference service: C-STORE/STOW-RS in, QC, prediction, DICOM SR out to the PACS.
+    Serve(Box<commands::serve::Args>),
+    /// Explain a model's predictions: saliency, Integrated Gradients, Grad-CAM, occlusion.
+    Explain(Box<commands::explain::Args>),
     /// Benchmarks beside peer tools, as ratios (e.g. `bedside bench curate`).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// Federated learning: join a Flower federation as a site (no remote code runs).
+    #[command(subcommand)]
+    Federate(commands::federate::FederateCommand),
+    /// Agreement between readers (kappa, ICC, Bland–Altman, Dice) and the AI against readers.
+    Agreement(Box<commands::agreement::Args>),
+    /// Write binary masks as a DICOM Segmentation (SEG) of a source image.
+    Seg(Box<commands::seg::Args>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Curate(_) | Command::Bench(_) | Command::Demo(_)
+    ) {
+        commands::curate::limit_ocr_threads();
+    }
     let ctx = ui::Ctx::init(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Synth(cmd) => commands::synth::run(cmd, &ctx),
@@ -68,7 +85,12 @@ fn main() -> ExitCode {
         Command::Export(args) => commands::export::run(args, &ctx),
         Command::Predict(args) => commands::predict::run(*args, &ctx),
         Command::Annotate(cmd) => commands::annotate::run(cmd, &ctx),
+        Command::Serve(args) => commands::serve::run(*args, &ctx),
+        Command::Explain(args) => commands::explain::run(*args, &ctx),
         Command::Bench(cmd) => commands::bench::run(cmd, &ctx),
+        Command::Federate(cmd) => commands::federate::run(cmd, &ctx),
+        Command::Agreement(args) => commands::agreement::run(*args, &ctx),
+        Command::Seg(args) => commands::seg::run(*args, &ctx),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

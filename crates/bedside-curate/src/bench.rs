@@ -8,8 +8,8 @@
 //!
 //! - header de-identification ([`deid_files`]): file to file, plain buffered writes, on one
 //!   thread and on all cores;
-//! - metadata extraction ([`metadata_files`]): read, parse and [`crate::metadata::extract`]
-//!   (which hashes the pixel data), per core;
+//! - metadata extraction ([`metadata_files`]): read and [`crate::metadata::extract_bytes`]
+//!   (one checked walk of the data set, which hashes the pixel data), per core;
 //! - OCR ([`ocr_cost`]): pixel cleaning of ultrasound cines with and without reading text;
 //! - peers ([`run_peer`]): gdcmanon (GDCM), `cp -r` (the I/O ceiling) and the pydicom-based
 //!   `dicom-anonymizer`, each as one process and as one process per core.
@@ -343,7 +343,7 @@ pub fn deid_files(corpus: &Corpus, deid: &Deidentifier, out: &Path, threads: usi
     }
 }
 
-/// Reads, parses and extracts the metadata record of every corpus file on one thread; with
+/// Reads every corpus file and extracts its metadata record on one thread; with
 /// `hash`, the full record (including the pixel data's SHA-256), else the header fields only.
 pub fn metadata_files(corpus: &Corpus, hash: bool) -> Measure {
     let start = Instant::now();
@@ -351,13 +351,13 @@ pub fn metadata_files(corpus: &Corpus, hash: bool) -> Measure {
     let mut bytes = 0;
     for (p, size) in &corpus.files {
         let Ok(b) = std::fs::read(p) else { continue };
-        let Ok(obj) = bedside_dicom::read::read_bytes(&b) else {
-            continue;
-        };
-        if hash {
-            std::hint::black_box(crate::metadata::extract(&obj));
+        let record = if hash {
+            crate::metadata::extract_bytes(&b)
         } else {
-            std::hint::black_box(crate::metadata::extract_header(&obj));
+            crate::metadata::extract_header_bytes(&b)
+        };
+        if std::hint::black_box(record).is_err() {
+            continue;
         }
         files += 1;
         bytes += size;

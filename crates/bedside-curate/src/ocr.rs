@@ -357,9 +357,56 @@ thread_local! {
     static ENGINE: std::cell::RefCell<Option<tesseract::Tesseract>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Reads the words in `rect` of a grey frame, upscaling small text first.
+/// How Tesseract is asked to lay out what it is given.
+#[cfg(feature = "ocr")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Segmentation {
+    /// One line of text (a line box found from the pixels): no page layout analysis, which
+    /// is most of Tesseract's time on a small crop.
+    Line,
+    /// Sparse text anywhere (a whole image).
+    Sparse,
+}
+
+/// Readings already made in this process, by the exact pixels read: the same overlay (a name,
+/// an ID, a hospital) stands pixel for pixel on every cine of a study, and Tesseract gives the
+/// same answer for the same pixels. Keyed by SHA-256, so two crops never share a reading unless
+/// they are identical.
+#[cfg(feature = "ocr")]
+type ReadingKey = (Segmentation, usize, usize, [u8; 32]);
+
+#[cfg(feature = "ocr")]
+static READINGS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<ReadingKey, std::sync::Arc<str>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Readings kept at most; the cache is emptied when full (a run rarely has this many distinct
+/// overlays, and a reading is a few hundred bytes).
+#[cfg(feature = "ocr")]
+const MAX_READINGS: usize = 8192;
+
+/// Reads the words in `rect` of a grey frame, upscaling small text first; Tesseract looks for
+/// sparse text anywhere in the rectangle.
 #[cfg(feature = "ocr")]
 pub fn read_words(frame: &[u8], columns: usize, rect: Rect) -> Result<Vec<Word>, OcrError> {
+    read(frame, columns, rect, Segmentation::Sparse)
+}
+
+/// Reads the words of one text line (a box from [`line_boxes`]) of a grey frame: as
+/// [`read_words`], but Tesseract takes the crop as a single line.
+#[cfg(feature = "ocr")]
+pub fn read_line(frame: &[u8], columns: usize, rect: Rect) -> Result<Vec<Word>, OcrError> {
+    read(frame, columns, rect, Segmentation::Line)
+}
+
+#[cfg(feature = "ocr")]
+fn read(
+    frame: &[u8],
+    columns: usize,
+    rect: Rect,
+    segmentation: Segmentation,
+) -> Result<Vec<Word>, OcrError> {
+    use sha2::{Digest, Sha256};
     let (w, h) = (rect.x1 - rect.x0 + 1, rect.y1 - rect.y0 + 1);
     // Tesseract reads best with letters about 30 pixels tall.
     let scale = ((36.0 / h as f64).round() as usize).clamp(1, 4);
@@ -367,35 +414,27 @@ pub fn read_words(frame: &[u8], columns: usize, rect: Rect) -> Result<Vec<Word>,
     let (sw, sh) = (w * scale + 2 * pad, h * scale + 2 * pad);
     let mut crop = vec![0u8; sw * sh];
     for y in 0..h * scale {
-        for x in 0..w * scale {
-            crop[(y + pad) * sw + x + pad] =
-                frame[(rect.y0 + y / scale) * columns + rect.x0 + x / scale];
+        let src = &frame[(rect.y0 + y / scale) * columns..][..columns];
+        let dst = &mut crop[(y + pad) * sw + pad..][..w * scale];
+        for (x, d) in dst.iter_mut().enumerate() {
+            *d = src[rect.x0 + x / scale];
         }
     }
-    let tsv = ENGINE.with(|cell| -> Result<String, OcrError> {
-        let mut slot = cell.borrow_mut();
-        let engine = match slot.take() {
-            Some(e) => e,
-            None => {
-                let e = tesseract::Tesseract::new(None, Some("eng"))
-                    .map_err(|e| OcrError::Engine(e.to_string()))?;
-                // Sparse text; a fixed resolution keeps Tesseract from guessing (and saying so).
-                e.set_variable("tessedit_pageseg_mode", "11")
-                    .and_then(|e| e.set_variable("user_defined_dpi", "300"))
-                    .map_err(|e| OcrError::Engine(e.to_string()))?
+    let key: ReadingKey = (segmentation, sw, sh, Sha256::digest(&crop).into());
+    let cached = READINGS.lock().ok().and_then(|m| m.get(&key).cloned());
+    let tsv = match cached {
+        Some(tsv) => tsv,
+        None => {
+            let tsv: std::sync::Arc<str> = recognise(&crop, sw, sh, segmentation)?.into();
+            if let Ok(mut m) = READINGS.lock() {
+                if m.len() >= MAX_READINGS {
+                    m.clear();
+                }
+                m.insert(key, tsv.clone());
             }
-        };
-        let mut engine = engine
-            .set_frame(&crop, sw as i32, sh as i32, 1, sw as i32)
-            .map_err(|e| OcrError::Recognise(e.to_string()))?
-            .recognize()
-            .map_err(|e| OcrError::Recognise(e.to_string()))?;
-        let tsv = engine
-            .get_tsv_text(0)
-            .map_err(|e| OcrError::Recognise(e.to_string()));
-        *slot = Some(engine);
-        tsv
-    })?;
+            tsv
+        }
+    };
     let mut words = Vec::new();
     for line in tsv.lines() {
         let f: Vec<&str> = line.split('\t').collect();
@@ -425,12 +464,53 @@ pub fn read_words(frame: &[u8], columns: usize, rect: Rect) -> Result<Vec<Word>,
     Ok(words)
 }
 
+/// Runs this thread's Tesseract engine (made on first use) over a grey image; returns its TSV.
+#[cfg(feature = "ocr")]
+fn recognise(
+    crop: &[u8],
+    sw: usize,
+    sh: usize,
+    segmentation: Segmentation,
+) -> Result<String, OcrError> {
+    ENGINE.with(|cell| -> Result<String, OcrError> {
+        let mut slot = cell.borrow_mut();
+        let engine = match slot.take() {
+            Some(e) => e,
+            None => {
+                let e = tesseract::Tesseract::new(None, Some("eng"))
+                    .map_err(|e| OcrError::Engine(e.to_string()))?;
+                // A fixed resolution keeps Tesseract from guessing (and saying so).
+                e.set_variable("user_defined_dpi", "300")
+                    .map_err(|e| OcrError::Engine(e.to_string()))?
+            }
+        };
+        let mut engine = engine;
+        engine.set_page_seg_mode(match segmentation {
+            Segmentation::Line => tesseract::PageSegMode::PsmSingleLine,
+            Segmentation::Sparse => tesseract::PageSegMode::PsmSparseText,
+        });
+        let mut engine = engine
+            .set_frame(crop, sw as i32, sh as i32, 1, sw as i32)
+            .map_err(|e| OcrError::Recognise(e.to_string()))?
+            .recognize()
+            .map_err(|e| OcrError::Recognise(e.to_string()))?;
+        let tsv = engine
+            .get_tsv_text(0)
+            .map_err(|e| OcrError::Recognise(e.to_string()));
+        *slot = Some(engine);
+        tsv
+    })
+}
+
 /// Frees the OCR engines of every worker thread (and of this one), so that nothing of
 /// Tesseract outlives a run.
 #[cfg(feature = "ocr")]
 pub fn release_engines() {
     rayon::broadcast(|_| ENGINE.with(|cell| drop(cell.borrow_mut().take())));
     ENGINE.with(|cell| drop(cell.borrow_mut().take()));
+    if let Ok(mut m) = READINGS.lock() {
+        m.clear();
+    }
 }
 
 /// Without the `ocr` feature there are no engines to free.
@@ -440,6 +520,12 @@ pub fn release_engines() {}
 /// Without the `ocr` feature there is no engine.
 #[cfg(not(feature = "ocr"))]
 pub fn read_words(_frame: &[u8], _columns: usize, _rect: Rect) -> Result<Vec<Word>, OcrError> {
+    Err(OcrError::Engine("built without the `ocr` feature".into()))
+}
+
+/// Without the `ocr` feature there is no engine.
+#[cfg(not(feature = "ocr"))]
+pub fn read_line(_frame: &[u8], _columns: usize, _rect: Rect) -> Result<Vec<Word>, OcrError> {
     Err(OcrError::Engine("built without the `ocr` feature".into()))
 }
 
@@ -498,7 +584,11 @@ pub fn find_text(
         ..TextFindings::default()
     };
     for r in regions {
-        let words = read_words(&text_image, columns, r)?;
+        let words = if frames.len() >= 2 {
+            read_line(&text_image, columns, r)?
+        } else {
+            read_words(&text_image, columns, r)?
+        };
         found.words += words.len();
         // A match blanks the whole line it stands in (the line as found from the pixels, which
         // does not depend on how the OCR split it): names, addresses and date-times are split

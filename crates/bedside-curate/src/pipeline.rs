@@ -79,6 +79,8 @@ pub struct CurateOptions {
     pub ocr: Option<crate::ocr::TextPolicy>,
     /// This process's shard.
     pub shard: Shard,
+    /// Caps on what archive inputs may unpack to.
+    pub archive_limits: ingest::ArchiveLimits,
 }
 
 /// What happened to one input.
@@ -263,12 +265,12 @@ fn process(
         && let Ok(existing) = std::fs::read(out.join(rel))
         && sha256_hex(&existing) == out_sha
     {
-        let row = bedside_dicom::read::read_bytes(&existing)
+        let row = metadata::extract_bytes(&existing)
             .ok()
-            .map(|obj| TableRow {
+            .map(|record| TableRow {
                 output: rel.to_string(),
                 input_sha256: input_sha.clone(),
-                record: metadata::extract(&obj),
+                record,
             });
         let mut entry = previous.clone();
         entry["status"] = serde_json::Value::from("resumed");
@@ -367,6 +369,16 @@ fn process(
             pixel_data_cleaned: cleaned,
         },
     );
+    if cleaned {
+        // The attribute describes the image as sent, from which identifying text has been
+        // removed (PS3.15 Annex E, Clean Pixel Data Option); left as it was, a YES would still
+        // send it to the next reader's quarantine.
+        obj.put(dicom_core::DataElement::new(
+            tags::BURNED_IN_ANNOTATION,
+            dicom_core::VR::CS,
+            dicom_core::PrimitiveValue::from("NO"),
+        ));
+    }
     let text = |tag| {
         obj.element(tag)
             .ok()
@@ -436,10 +448,12 @@ fn process(
         );
     }
     let out_sha = sha256_hex(&encoded);
+    // From the bytes written (one walk, no copy of the pixel data), as a resumed run reads them.
+    let record = metadata::extract_bytes(&encoded).unwrap_or_else(|_| metadata::extract(&obj));
     let row = TableRow {
         output: rel.clone(),
         input_sha256: input_sha.clone(),
-        record: metadata::extract(&obj),
+        record,
     };
     let entry = AuditEntry {
         input_sha256: input_sha,
@@ -523,7 +537,7 @@ pub fn run(
         }
     }
     let staging = out.join(format!(".staging{}", suffix(options.shard)));
-    let discovery = ingest::discover(inputs, &staging);
+    let discovery = ingest::discover_with(inputs, &staging, &options.archive_limits);
     let done = previous_runs(out);
     let claims = std::sync::Mutex::new(
         done.values()

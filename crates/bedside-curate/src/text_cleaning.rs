@@ -280,7 +280,7 @@ fn read_frame(
     // date-time still identifies), as the line found from the pixels, independent of how the
     // OCR split it.
     for line in crate::ocr::line_boxes(&candidate, rows, columns) {
-        let words = crate::ocr::read_words(&text_image, columns, line)?;
+        let words = crate::ocr::read_line(&text_image, columns, line)?;
         reading.words += words.len();
         if words.iter().any(selects) {
             reading.lines += 1;

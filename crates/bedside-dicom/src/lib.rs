@@ -5,6 +5,7 @@
 //! - [`elements`]: terse helpers to put typed elements and sequences into an `InMemDicomObject`.
 //! - [`pixel`]: encapsulated pixel data (basic offset table + one fragment per frame) and JPEG
 //!   baseline frame encoding (monochrome and YBR_FULL_422).
+//! - [`seg`]: DICOM Segmentation (binary segments per frame of a source cine or series).
 //! - [`write`]: atomic writing of a Part 10 file with a chosen transfer syntax.
 //! - [`scan`] and [`read`]: reading with memory bounded by the input — every declared length is
 //!   checked against the bytes present before the parser allocates; files with or without the
@@ -23,6 +24,8 @@ pub mod elements;
 pub mod pixel;
 pub mod read;
 pub mod scan;
+pub mod seg;
+pub mod sr;
 pub mod uid;
 pub mod write;
 

@@ -196,19 +196,58 @@ fn check_pixel_geometry(obj: &DefaultDicomObject) -> Result<(), ReadError> {
         return Ok(());
     };
     let int = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u64>().ok());
-    let frames = int(tags::NUMBER_OF_FRAMES).unwrap_or(1);
-    if frames > fragments.len() as u64 {
+    let encoded: u64 = fragments.iter().map(|f| f.len() as u64).sum();
+    check_encapsulated_geometry(
+        EncapsulatedGeometry {
+            frames: int(tags::NUMBER_OF_FRAMES),
+            rows: int(tags::ROWS),
+            columns: int(tags::COLUMNS),
+            samples_per_pixel: int(tags::SAMPLES_PER_PIXEL),
+            bits_allocated: int(tags::BITS_ALLOCATED),
+        },
+        fragments.len(),
+        encoded,
+    )
+}
+
+/// What the header of an object with encapsulated pixel data declares about its frames (each
+/// as the attribute's first value, read as an unsigned integer, when present and readable).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EncapsulatedGeometry {
+    /// Number of Frames.
+    pub frames: Option<u64>,
+    /// Rows.
+    pub rows: Option<u64>,
+    /// Columns.
+    pub columns: Option<u64>,
+    /// Samples per Pixel.
+    pub samples_per_pixel: Option<u64>,
+    /// Bits Allocated.
+    pub bits_allocated: Option<u64>,
+}
+
+/// The rule [`read_bytes`] applies to encapsulated pixel data of `fragments` fragments (the
+/// offset table not counted) holding `encoded` bytes: no more frames than fragments, and a
+/// decoded size within [`MAX_DECODE_RATIO`] of the encoded one.
+pub fn check_encapsulated_geometry(
+    g: EncapsulatedGeometry,
+    fragments: usize,
+    encoded: u64,
+) -> Result<(), ReadError> {
+    let frames = g.frames.unwrap_or(1);
+    if frames > fragments as u64 {
         return Err(ReadError::BadPixelData(format!(
-            "{frames} frames declared, {} fragments present",
-            fragments.len()
+            "{frames} frames declared, {fragments} fragments present"
         )));
     }
-    let encoded: u64 = fragments.iter().map(|f| f.len() as u64).sum();
-    let decoded = int(tags::ROWS).unwrap_or(0)
-        * int(tags::COLUMNS).unwrap_or(0)
-        * int(tags::SAMPLES_PER_PIXEL).unwrap_or(1)
-        * int(tags::BITS_ALLOCATED).unwrap_or(8).div_ceil(8)
-        * frames;
+    // Saturating: forged values must not overflow into a small size (or a panic).
+    let decoded = g
+        .rows
+        .unwrap_or(0)
+        .saturating_mul(g.columns.unwrap_or(0))
+        .saturating_mul(g.samples_per_pixel.unwrap_or(1))
+        .saturating_mul(g.bits_allocated.unwrap_or(8).div_ceil(8))
+        .saturating_mul(frames);
     let limit = MAX_DECODE_RATIO * encoded + (256 << 20);
     if decoded > limit {
         return Err(ReadError::BadPixelData(format!(
@@ -216,6 +255,52 @@ fn check_pixel_geometry(obj: &DefaultDicomObject) -> Result<(), ReadError> {
         )));
     }
     Ok(())
+}
+
+/// The data set of a Part 10 file, located without parsing it (see [`part10_dataset`]).
+#[derive(Debug, Clone)]
+pub struct Part10Dataset<'a> {
+    /// Transfer syntax UID as the file meta group states it, padding removed.
+    pub transfer_syntax: String,
+    /// How the data set is encoded.
+    pub encoding: Encoding,
+    /// The encoded data set (everything after the file meta group).
+    pub dataset: &'a [u8],
+}
+
+/// Finds the data set of a Part 10 file (with or without the preamble) after checking its file
+/// meta group as [`read_bytes`] does, without scanning or parsing the data set itself: callers
+/// walk it with [`scan::scan_dataset_visit`], which checks it. `Ok(None)` for what this does
+/// not cover and [`read_bytes`] may still read: bare data sets, deflated data sets, transfer
+/// syntaxes the parser does not know, and transfer syntax UIDs that are not plain digits and dots.
+pub fn part10_dataset(bytes: &[u8]) -> Result<Option<Part10Dataset<'_>>, ReadError> {
+    let start = match detect(bytes)? {
+        Layout::Part10 => 132,
+        Layout::Part10NoPreamble => 4,
+        Layout::BareDataset(_) => return Ok(None),
+    };
+    let (end, ts) = scan_meta(bytes, start)?;
+    let ts = ts.ok_or(ReadError::NotDicom(
+        "file meta group has no transfer syntax",
+    ))?;
+    if ts.is_empty() || !ts.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Ok(None);
+    }
+    let Some(encoding) = Encoding::of_transfer_syntax(&ts) else {
+        return Ok(None);
+    };
+    use dicom_encoding::transfer_syntax::TransferSyntaxIndex as _;
+    if dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(&ts)
+        .is_none()
+    {
+        return Ok(None);
+    }
+    Ok(Some(Part10Dataset {
+        transfer_syntax: ts,
+        encoding,
+        dataset: &bytes[end..],
+    }))
 }
 
 /// Reads DICOM from bytes, checking the structure first (see the module documentation), and

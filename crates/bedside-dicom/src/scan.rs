@@ -258,13 +258,40 @@ fn value_cost(vr: VR, value: &[u8]) -> u64 {
     }
 }
 
-struct Scanner<'a> {
+/// What a walk of a data set meets, in encoded order, for readers that want values without
+/// building an object (see [`scan_dataset_visit`]). Every slice handed over lies within bounds
+/// the scan has already checked; the default methods ignore everything.
+pub trait Visitor<'a> {
+    /// An element nested in `level` sequences (0 at the top), before anything inside it:
+    /// `value` holds a defined-length value that is not a sequence, and is `None` for sequences
+    /// and undefined-length values (whose items follow).
+    fn element(&mut self, level: usize, tag: Tag, vr: VR, value: Option<&'a [u8]>) {
+        let _ = (level, tag, vr, value);
+    }
+    /// An item of a sequence begins; its elements are at `level`.
+    fn item(&mut self, level: usize) {
+        let _ = level;
+    }
+    /// An item of encapsulated pixel data found at `level` (the first one is the Basic Offset
+    /// Table).
+    fn fragment(&mut self, level: usize, bytes: &'a [u8]) {
+        let _ = (level, bytes);
+    }
+}
+
+/// The visitor of a plain scan.
+struct Ignore;
+
+impl Visitor<'_> for Ignore {}
+
+struct Scanner<'a, 'v, V: Visitor<'a>> {
     buf: &'a [u8],
     enc: Encoding,
     cost: u64,
+    visit: &'v mut V,
 }
 
-impl Scanner<'_> {
+impl<'a, V: Visitor<'a>> Scanner<'a, '_, V> {
     fn u16_at(&self, at: usize) -> u16 {
         let b = [self.buf[at], self.buf[at + 1]];
         if self.enc.little_endian {
@@ -356,7 +383,9 @@ impl Scanner<'_> {
                 first = false;
             }
             let start = pos + header;
+            let level = depth / 2;
             if len == UNDEFINED {
+                self.visit.element(level, tag, vr, None);
                 // A sequence, or encapsulated pixel data (items of fragments); dicom-rs reads
                 // any other undefined-length element as a sequence too. Both are lists of
                 // items closed by a sequence delimiter.
@@ -386,9 +415,12 @@ impl Scanner<'_> {
             }
             let value_end = start + len as usize;
             if vr == VR::SQ {
+                self.visit.element(level, tag, vr, None);
                 self.items(start, value_end, depth + 1, false, false)?;
             } else {
-                self.cost += value_cost(vr, &self.buf[start..value_end]);
+                let value = &self.buf[start..value_end];
+                self.visit.element(level, tag, vr, Some(value));
+                self.cost += value_cost(vr, value);
             }
             pos = value_end;
         }
@@ -429,6 +461,7 @@ impl Scanner<'_> {
             match (group, element) {
                 (0xFFFE, 0xE0DD) if undefined => return Ok(pos),
                 (0xFFFE, 0xE000) if len == UNDEFINED && !fragments => {
+                    self.visit.item(depth.div_ceil(2));
                     pos = self.dataset(pos, end, depth + 1, true)?;
                 }
                 (0xFFFE, 0xE000) => {
@@ -445,7 +478,10 @@ impl Scanner<'_> {
                     if fragments {
                         // A fragment (or the offset table, read as 32-bit offsets).
                         self.cost += len as u64;
+                        self.visit
+                            .fragment(depth / 2, &self.buf[pos..pos + len as usize]);
                     } else {
+                        self.visit.item(depth.div_ceil(2));
                         self.dataset(pos, pos + len as usize, depth + 1, false)?;
                     }
                     pos += len as usize;
@@ -473,10 +509,22 @@ impl Scanner<'_> {
 /// element boundaries dicom-rs will walk, and the memory the parsed object will take (at most
 /// [`budget`] of the data set's size).
 pub fn scan_dataset(bytes: &[u8], encoding: Encoding) -> Result<(), ScanError> {
+    scan_dataset_visit(bytes, encoding, &mut Ignore)
+}
+
+/// [`scan_dataset`], handing every element, item and pixel data fragment to `visit` as the scan
+/// meets it. The scan may still fail after the visitor has seen part of the data set: what it
+/// gathered is only to be used when this returns `Ok`.
+pub fn scan_dataset_visit<'a, V: Visitor<'a>>(
+    bytes: &'a [u8],
+    encoding: Encoding,
+    visit: &mut V,
+) -> Result<(), ScanError> {
     let mut s = Scanner {
         buf: bytes,
         enc: encoding,
         cost: 0,
+        visit,
     };
     s.dataset(0, bytes.len(), 0, false)?;
     let limit = budget(bytes.len());

@@ -8,6 +8,8 @@
 //! - [`regression`]: MAE, RMSE, R², Bland–Altman.
 //! - [`survival`]: Kaplan–Meier, log-rank, Harrell's/Uno's/Antolini's concordance,
 //!   time-dependent AUC, Brier and integrated Brier scores, Cox regression.
+//! - [`agreement`]: Cohen's and Fleiss' kappa, ICC, Bland–Altman with intervals, Dice/IoU,
+//!   the AI against readers, and the agreement report.
 //! - [`bootstrap`]: seeded patient-level bootstrap confidence intervals.
 //! - [`fairness`]: subgroups and their intersections, Fairlearn's fairness metrics.
 //! - [`uncertainty`]: referral curves, AURC, thresholds for a target accuracy.
@@ -31,6 +33,7 @@
 //! assert!((c.c_index - 3.0 / 5.0).abs() < 1e-12);
 //! ```
 
+pub mod agreement;
 pub mod bootstrap;
 pub mod classification;
 pub mod error;

@@ -102,7 +102,12 @@ pub fn predict(
         covariates: spec.tabular.iter().map(|c| c.name.clone()).collect(),
         ..ManifestColumns::default()
     };
-    let parsed = table.manifest(columns).map_err(LoaderError::from)?;
+    let mut parsed = table.manifest(columns).map_err(LoaderError::from)?;
+    if let Some(size) = spec.input.resized_copy {
+        parsed
+            .use_resized_copies(&table.origin, size)
+            .map_err(LoaderError::from)?;
+    }
     for name in &options.keep {
         if !table.header.contains(name) {
             return Err(

@@ -10,7 +10,7 @@ use bedside_ml::data::clips::{
     ClipSamplerConfig, Normalization, RandFlipHorizontal, RandIntensityScale, RandPipeline,
     RandSpatialShift, RandTransform, VideoArray, clips_to_tensor,
 };
-use bedside_ml::data::manifest::{Manifest, ManifestColumns, ManifestError};
+use bedside_ml::data::manifest::{Manifest, ManifestColumns, ManifestError, resized_copy_path};
 use bedside_ml::data::npy::read_npy;
 use burn::tensor::Device;
 
@@ -110,6 +110,36 @@ fn manifest_loads_and_names_the_problem() {
     // Unknown keys in a column mapping read from a config file are refused.
     let bad: Result<ManifestColumns, _> = serde_json::from_str(r#"{"studdy": "x"}"#);
     assert!(bad.is_err());
+}
+
+#[test]
+fn resized_copies_replace_the_native_arrays_or_are_named_when_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_video(dir.path(), "a.npy", 10);
+    write_video(dir.path(), "a.32x32.npy", 10);
+    write_video(dir.path(), "b.npy", 10);
+    assert_eq!(
+        resized_copy_path(&dir.path().join("x.y.npy"), 64),
+        dir.path().join("x.y.64x64.npy")
+    );
+    let path = dir.path().join("manifest.csv");
+    std::fs::write(&path, "study_id,array,split\ns1,a.npy,train\n").unwrap();
+    let mut manifest = Manifest::from_csv(&path, ManifestColumns::default()).unwrap();
+    manifest.use_resized_copies(&path, 32).unwrap();
+    assert_eq!(manifest.studies[0].array, dir.path().join("a.32x32.npy"));
+
+    std::fs::write(
+        &path,
+        "study_id,array,split\ns1,a.npy,train\ns2,b.npy,val\n",
+    )
+    .unwrap();
+    let mut manifest = Manifest::from_csv(&path, ManifestColumns::default()).unwrap();
+    let err = manifest.use_resized_copies(&path, 32).unwrap_err();
+    assert!(
+        matches!(&err, ManifestError::MissingResizedCopy { array, size: 32, .. } if array.ends_with("b.npy")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--resize 32"), "{err}");
 }
 
 fn ramp_video(frames: usize) -> VideoArray {

@@ -7,28 +7,81 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use bedside_annotate::{import, server, store::DiskStore};
+use bedside_annotate::{db::AnnotateDb, import, server, store::DiskStore};
 
 use crate::ui::{Ctx, Exit, exit};
 
 /// The annotation server.
 #[derive(Subcommand, Debug)]
 pub enum AnnotateCommand {
-    /// Serve the studies in a data folder over DICOMweb (QIDO-RS, WADO-RS, STOW-RS).
+    /// Serve the annotation API, its WebSocket and DICOMweb (QIDO-RS, WADO-RS, STOW-RS).
     #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
+    /// Manage the accounts of a data folder.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Import a folder of DICOM (curated studies, a phantom's dicom/ tree) into a data folder.
     #[command(after_help = IMPORT_EXAMPLES)]
     Import(ImportArgs),
 }
 
 const SERVE_EXAMPLES: &str = "Examples:
+  bedside annotate import cohort/dicom/ --data annotate-data/
+  printf '%s\\n' \"$ADMIN_PASSWORD\" | bedside annotate user add admin --superuser --data annotate-data/
   bedside annotate serve --data annotate-data/
-  bedside annotate serve --data annotate-data/ --listen 127.0.0.1:8042
+  bedside annotate serve --data annotate-data/ --listen 127.0.0.1:8042 --session-hours 8
+  # behind an HTTPS reverse proxy:
+  bedside annotate serve --data annotate-data/ --secure-cookies
 
-DICOMweb is served under /dicomweb (e.g. http://127.0.0.1:8042/dicomweb/studies): use that
-as a viewer's wadoRoot/qidoRoot. Listens on the loopback interface unless told otherwise;
-there are no accounts yet, so do not expose it to a network. Ctrl-C stops it.";
+Every endpoint needs a session: POST /api/login {\"username\", \"password\"} sets an HttpOnly,
+SameSite=Strict cookie and returns a CSRF token to send as X-CSRF-Token on POST/PUT/PATCH/DELETE.
+The API is under /api (projects, members, studies, annotations, audit, export; WebSocket at
+/api/projects/P/studies/S/ws); DICOMweb under /dicomweb (e.g.
+http://127.0.0.1:8042/dicomweb/studies), limited to the studies of the caller's projects; STOW-RS
+needs the admin role. Listens on the loopback interface unless told otherwise. Ctrl-C stops it.";
+
+const USER_EXAMPLES: &str = "Examples:
+  printf '%s\\n' \"$PASSWORD\" | bedside annotate user add alice --data annotate-data/
+  BEDSIDE_ANNOTATE_PASSWORD=... bedside annotate user add root --superuser --data annotate-data/
+  bedside annotate user list --data annotate-data/
+
+The password is read from BEDSIDE_ANNOTATE_PASSWORD or else from the first line of standard
+input (never from a flag, which would land in shell history and process lists); it is stored as
+an Argon2id hash. Superusers administer every project and create projects (POST /api/projects);
+project roles (admin, annotator, reviewer, viewer) are given with PUT
+/api/projects/P/members/USER.";
+
+/// Account commands.
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add an account (password from BEDSIDE_ANNOTATE_PASSWORD or standard input).
+    #[command(after_help = USER_EXAMPLES)]
+    Add(UserAddArgs),
+    /// List the accounts and their project roles.
+    #[command(after_help = USER_EXAMPLES)]
+    List(UserListArgs),
+}
+
+/// Arguments of `bedside annotate user add`.
+#[derive(Args, Debug)]
+pub struct UserAddArgs {
+    /// Login name (letters, digits, . _ @ -).
+    pub username: String,
+    /// Data folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Administer every project and create projects.
+    #[arg(long)]
+    pub superuser: bool,
+}
+
+/// Arguments of `bedside annotate user list`.
+#[derive(Args, Debug)]
+pub struct UserListArgs {
+    /// Data folder.
+    #[arg(long)]
+    pub data: PathBuf,
+}
 
 const IMPORT_EXAMPLES: &str = "Examples:
   bedside annotate import curated/ --data annotate-data/
@@ -52,6 +105,12 @@ pub struct ServeArgs {
     /// Memory for parsed instances kept between frame requests, in MiB.
     #[arg(long, default_value_t = 1024)]
     pub cache_mib: usize,
+    /// Session lifetime in hours.
+    #[arg(long, default_value_t = 12)]
+    pub session_hours: i64,
+    /// Mark session cookies Secure (set this when clients reach the server over HTTPS).
+    #[arg(long)]
+    pub secure_cookies: bool,
 }
 
 /// Arguments of `bedside annotate import`.
@@ -69,7 +128,73 @@ pub fn run(cmd: AnnotateCommand, ctx: &Ctx) -> anyhow::Result<()> {
     match cmd {
         AnnotateCommand::Serve(args) => serve(args, ctx),
         AnnotateCommand::Import(args) => import_cmd(args, ctx),
+        AnnotateCommand::User(UserCommand::Add(args)) => user_add(args, ctx),
+        AnnotateCommand::User(UserCommand::List(args)) => user_list(args),
     }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    if let Ok(p) = std::env::var("BEDSIDE_ANNOTATE_PASSWORD") {
+        return Ok(p);
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(Exit::invalid(
+            "pipe the password into standard input or set BEDSIDE_ANNOTATE_PASSWORD",
+        )
+        .into());
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn user_add(args: UserAddArgs, ctx: &Ctx) -> anyhow::Result<()> {
+    let password = read_password()?;
+    let db = AnnotateDb::open(&args.data)?;
+    match db.add_user(&args.username, &password, args.superuser) {
+        Ok(()) => {}
+        Err(
+            e @ (bedside_annotate::db::DbError::Invalid(_)
+            | bedside_annotate::db::DbError::Exists(_)),
+        ) => {
+            return Err(Exit::invalid(e.to_string()).into());
+        }
+        Err(e) => return Err(e).context("adding the user"),
+    }
+    ctx.say(format!(
+        "Added {}{} to {}",
+        args.username,
+        if args.superuser { " (superuser)" } else { "" },
+        args.data.display()
+    ));
+    Ok(())
+}
+
+fn user_list(args: UserListArgs) -> anyhow::Result<()> {
+    let db = AnnotateDb::open(&args.data)?;
+    for u in db.list_users().context("listing users")? {
+        let roles: Vec<String> = u
+            .projects
+            .iter()
+            .map(|(p, r)| format!("{p}:{}", r.as_str()))
+            .collect();
+        println!(
+            "{}\t{}\t{}",
+            u.username,
+            if u.superuser { "superuser" } else { "-" },
+            if roles.is_empty() {
+                "-".to_string()
+            } else {
+                roles.join(",")
+            }
+        );
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs, ctx: &Ctx) -> anyhow::Result<()> {
@@ -77,12 +202,16 @@ fn serve(args: ServeArgs, ctx: &Ctx) -> anyhow::Result<()> {
         data: args.data.clone(),
         listen: args.listen,
         dicomweb: bedside_dicomweb_config(&args),
+        auth: bedside_annotate::api::AuthConfig {
+            session_ttl_secs: args.session_hours.clamp(1, 24 * 365) * 3600,
+            secure_cookies: args.secure_cookies,
+        },
     };
     let quiet = ctx.quiet;
     server::serve(config, |addr| {
         if !quiet {
             eprintln!(
-                "bedside annotate: DICOMweb at http://{addr}{} (data in {}); Ctrl-C to stop",
+                "bedside annotate: API at http://{addr}/api, DICOMweb at http://{addr}{} (data in {}); Ctrl-C to stop",
                 server::DICOMWEB_PREFIX,
                 args.data.display()
             );

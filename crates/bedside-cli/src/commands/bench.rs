@@ -30,7 +30,8 @@ rejects or is pathologically slow on, are left out and listed. Then, on that cor
   header de-identification, file to file: bedside on 1 thread and on all cores; gdcmanon
     (libgdcm-tools) and dicom-anonymizer (pydicom) as one process and as one process per core;
     cp -r as the I/O ceiling;
-  metadata extraction (read, parse, extract, hash the pixel data) per core, and without the hash;
+  metadata extraction (read, one checked walk of the data set, hash the pixel data) per core,
+    and without the hash;
   OCR cost per cine on full-size synthetic echo cines (pixel cleaning with and without OCR).
 Peers that are not installed are reported as such. Ratios are bedside / peer at the same number
 of threads or processes.";

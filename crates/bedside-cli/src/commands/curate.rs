@@ -73,6 +73,38 @@ pub struct Args {
     /// Write the original → pseudonym crosswalk to this file (outside the output folder).
     #[arg(long)]
     pub crosswalk: Option<PathBuf>,
+    /// Largest archive member accepted (zip: inflated; tar: staged), in bytes or with a K, M, G
+    /// or T suffix (powers of 1024); larger members are quarantined as possible decompression
+    /// bombs.
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
+    pub max_archive_member: u64,
+    /// Most bytes the tar members of one run may stage on disk together (same units).
+    #[arg(long, value_name = "SIZE", default_value = "1T", value_parser = parse_size)]
+    pub max_archive_staging: u64,
+}
+
+/// A size in bytes: a whole number, optionally followed by K, M, G or T (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown unit {c:?} (use K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 512M, 4G)"))?;
+    n.checked_mul(1u64 << shift)
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 /// Subcommands of `bedside curate`.
@@ -305,6 +337,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
             _ => Some(bedside_curate::ocr::TextPolicy::PhiOnly),
         },
         shard,
+        archive_limits: bedside_curate::ingest::ArchiveLimits {
+            max_member_bytes: args.max_archive_member,
+            max_staged_bytes: args.max_archive_staging,
+        },
     };
     let bar = ctx.progress(0, "curate");
     bar.set_message("inputs");
@@ -367,4 +403,31 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Makes Tesseract read on one thread (`OMP_THREAD_LIMIT=1`) unless the user set the limit.
+///
+/// Tesseract spreads each text line over OpenMP threads, which only oversubscribes cores that
+/// curation already fills with one worker each, and spins them on a loaded machine. libgomp
+/// reads the variable once, when the program is loaded (before `main`), so setting it now would
+/// do nothing: the process runs itself again, once, with the variable set. Called before any
+/// thread starts; if the new process cannot be started, this one carries on unchanged.
+pub fn limit_ocr_threads() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt as _;
+        if std::env::var_os("OMP_THREAD_LIMIT").is_some() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let mut args = std::env::args_os();
+        let mut command = std::process::Command::new(exe);
+        if let Some(name) = args.next() {
+            command.arg0(name);
+        }
+        // `exec` returns only when it failed.
+        let _ = command.args(args).env("OMP_THREAD_LIMIT", "1").exec();
+    }
 }

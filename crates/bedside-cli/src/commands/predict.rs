@@ -33,9 +33,10 @@ pub struct Args {
     /// Column present in both tables (default: the --study column).
     #[arg(long)]
     pub join_key: Option<String>,
-    /// Study identifier column; rows sharing it are pooled.
-    #[arg(long, default_value = "study_id")]
-    pub study: String,
+    /// Study identifier column; rows sharing it are pooled (default: the column the bundle was
+    /// trained with, else `study_id`).
+    #[arg(long)]
+    pub study: Option<String>,
     /// Array path column.
     #[arg(long, default_value = "array")]
     pub array: String,
@@ -60,6 +61,9 @@ pub struct Args {
     /// Backend (flex, or tch when compiled in).
     #[arg(long, default_value = "flex")]
     pub backend: String,
+    /// Device: cpu, or cuda / cuda:N with the tch backend.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Output CSV.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
@@ -68,13 +72,16 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     let start = Instant::now();
-    let device = BackendKind::parse(&args.backend)
-        .and_then(|b| b.device())
+    let device = BackendKind::select(&args.backend, &args.device)
         .map_err(|e| Exit::invalid(e.to_string()))?;
     let bundle =
         bedside_ml::bundle::load(&args.bundle, &device).map_err(super::train::train_error)?;
     let options = PredictOptions {
-        study_column: args.study.clone(),
+        study_column: args
+            .study
+            .clone()
+            .or_else(|| bundle.manifest.training_data.study_column.clone())
+            .unwrap_or_else(|| "study_id".into()),
         array_column: args.array.clone(),
         split: args.split.clone().map(|s| (args.split_column.clone(), s)),
         labels: args.labels.clone(),

@@ -50,6 +50,29 @@ pub enum ManifestError {
         /// The resolved array path.
         array: PathBuf,
     },
+    /// A study's resized copy (`bedside curate --resize S`) does not exist.
+    #[error(
+        "manifest {path}: array {array} has no {size}x{size} copy beside it \
+         (make the copies with `bedside curate --resize {size}`, or unset `data.resized_copy`)"
+    )]
+    MissingResizedCopy {
+        /// The manifest.
+        path: PathBuf,
+        /// The array whose copy is missing.
+        array: PathBuf,
+        /// The side of the copy.
+        size: usize,
+    },
+}
+
+/// The path of the `size × size` copy that `bedside curate --resize size` writes beside an
+/// array: `<name>.npy` becomes `<name>.<size>x<size>.npy`.
+pub fn resized_copy_path(array: &Path, size: usize) -> PathBuf {
+    let stem = array
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    array.with_file_name(format!("{stem}.{size}x{size}.npy"))
 }
 
 /// Which manifest columns hold what. Only `study`, `array` and `split` are required; label,
@@ -275,6 +298,23 @@ impl Manifest {
             });
         }
         Ok(Self { columns, studies })
+    }
+
+    /// Point every study at its `size × size` resized copy (see [`resized_copy_path`]),
+    /// checking that each exists. `origin` names the manifest in messages.
+    pub fn use_resized_copies(&mut self, origin: &Path, size: usize) -> Result<(), ManifestError> {
+        for study in &mut self.studies {
+            let copy = resized_copy_path(&study.array, size);
+            if !copy.is_file() {
+                return Err(ManifestError::MissingResizedCopy {
+                    path: origin.to_path_buf(),
+                    array: study.array.clone(),
+                    size,
+                });
+            }
+            study.array = copy;
+        }
+        Ok(())
     }
 
     /// The studies of one split.

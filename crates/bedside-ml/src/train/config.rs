@@ -28,7 +28,7 @@ pub struct ExperimentConfig {
     pub seed: u64,
     /// Backend among those compiled in (`flex`, `tch`).
     pub backend: BackendKind,
-    /// Device: `cpu` (the only one the compiled backends are driven on here).
+    /// Device: `cpu`, or `cuda` / `cuda:N` with the `tch` backend.
     pub device: String,
     /// Data: manifest, columns, clips, augmentations, loading.
     pub data: DataConfig,
@@ -87,6 +87,11 @@ pub struct DataConfig {
     /// Side of the square frames fed to the model; larger arrays are resized with their aspect
     /// kept and zero-padded.
     pub size: usize,
+    /// Read the `S×S` sector-cropped copies that `bedside curate --resize S` writes beside each
+    /// array (`<name>.SxS.npy`) instead of the native arrays. Cropping to the scan area first
+    /// keeps the ventricle large in small frames; the bundle records it so `predict` reads the
+    /// same copies.
+    pub resized_copy: Option<usize>,
     /// Loader threads (0 loads on the training thread).
     pub workers: usize,
     /// Batches prepared ahead of the training step (bounds the loader's memory).
@@ -111,6 +116,7 @@ impl Default for DataConfig {
             clip_length: 16,
             period: 2,
             size: 64,
+            resized_copy: None,
             workers: 1,
             prefetch_batches: 4,
             cache: true,
@@ -442,11 +448,18 @@ fn err(key: &str, message: impl Into<String>) -> Result<(), (String, String)> {
 
 impl Validate for ExperimentConfig {
     fn validate(&self) -> Result<(), (String, String)> {
-        if self.device != "cpu" {
-            return err(
-                "device",
-                format!("`{}` is not supported; use `cpu`", self.device),
-            );
+        match crate::backend::DeviceKind::parse(&self.device) {
+            Err(e) => return err("device", e.to_string()),
+            Ok(crate::backend::DeviceKind::Cuda(_)) if self.backend == BackendKind::Flex => {
+                return err(
+                    "device",
+                    format!(
+                        "backend `flex` runs on the CPU only; `{}` needs backend = \"tch\"",
+                        self.device
+                    ),
+                );
+            }
+            Ok(_) => {}
         }
         let d = &self.data;
         if d.manifest.as_os_str().is_empty() {
@@ -460,6 +473,14 @@ impl Validate for ExperimentConfig {
         }
         if !(8..=1024).contains(&d.size) {
             return err("data.size", format!("must lie in 8..=1024, got {}", d.size));
+        }
+        if let Some(copy) = d.resized_copy
+            && !(8..=4096).contains(&copy)
+        {
+            return err(
+                "data.resized_copy",
+                format!("must lie in 8..=4096, got {copy}"),
+            );
         }
         if d.prefetch_batches == 0 {
             return err("data.prefetch_batches", "must be at least 1");

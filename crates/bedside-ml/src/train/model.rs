@@ -27,6 +27,9 @@ pub struct InputSpec {
     pub channels: usize,
     /// Per-channel normalisation from the training split, applied after resizing.
     pub normalization: Normalization,
+    /// The model reads the `S×S` copies `bedside curate --resize S` writes beside each array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resized_copy: Option<usize>,
 }
 
 /// A tabular covariate of late fusion with its training-split standardisation.

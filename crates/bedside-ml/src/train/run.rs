@@ -62,6 +62,9 @@ pub struct DataSummary {
     pub unlabelled_rows: usize,
     /// Per split.
     pub splits: BTreeMap<String, SplitSummary>,
+    /// Study identifier column of the training manifest (`predict` pools by it by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study_column: Option<String>,
 }
 
 /// One line of `metrics.csv`.
@@ -244,9 +247,14 @@ fn prepare(config: &ExperimentConfig) -> Result<Prepared, TrainError> {
         columns.groups.push(f.group.clone());
     }
     let key = d.join_key.clone().unwrap_or_else(|| columns.study.clone());
-    let (manifest, unlabelled) =
+    let (mut manifest, unlabelled) =
         load_manifest(&d.manifest, d.labels.as_deref(), &key, columns.clone())
             .map_err(crate::data::loader::LoaderError::from)?;
+    if let Some(size) = d.resized_copy {
+        manifest
+            .use_resized_copies(&d.manifest, size)
+            .map_err(crate::data::loader::LoaderError::from)?;
+    }
     let split_names: BTreeSet<&str> = manifest.studies.iter().map(|s| s.split.as_str()).collect();
     let pick = |name: &str| -> Result<Vec<usize>, TrainError> {
         let rows: Vec<usize> = (0..manifest.studies.len())
@@ -459,6 +467,7 @@ fn prepare(config: &ExperimentConfig) -> Result<Prepared, TrainError> {
         manifest_rows: n,
         unlabelled_rows: unlabelled,
         splits,
+        study_column: Some(columns.study.clone()),
     };
     let spec = ModelSpec {
         backbone: config.model.backbone.clone(),
@@ -481,6 +490,7 @@ fn prepare(config: &ExperimentConfig) -> Result<Prepared, TrainError> {
             period: d.period,
             size: d.size,
             channels: MODEL_CHANNELS,
+            resized_copy: d.resized_copy,
             // Filled in once the videos are read.
             normalization: crate::data::clips::Normalization {
                 mean: vec![0.0; MODEL_CHANNELS],
@@ -837,7 +847,9 @@ pub fn train(
         None
     };
     let mut prepared = prepare(config)?;
-    let device = config.backend.device()?;
+    let device = config
+        .backend
+        .device_on(crate::backend::DeviceKind::parse(&config.device)?)?;
     let sampler = ClipSamplerConfig::new()
         .with_length(config.data.clip_length)
         .with_period(config.data.period)

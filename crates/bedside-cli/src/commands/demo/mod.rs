@@ -11,34 +11,53 @@ use bedside_phantom::{BiasSpec, PhantomConfig};
 
 use crate::ui::Ctx;
 
+mod models;
+
 /// Arguments of `bedside demo`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   bedside demo                     # writes ./bedside-demo
   bedside demo /tmp/demo --force   # replace a previous demo there
-  bedside demo --patients 600      # a larger cohort (slower)
+  bedside demo --epochs 30         # train longer (better models, slower)
+  bedside demo --no-train          # cohort, curation and the reader audit only (about a minute)
   bedside demo --bias none         # no injected label noise
 
-Stages: synth (phantom cohort with label noise injected into one subgroup), then evaluate:
-a reference reader (EF traced from the ground-truth ventricle, with reader noise) scored against
-the recorded labels, with bootstrap CIs and a subgroup audit that should find the injected noise.
-Training, explanation and curation join the demo as they land.")]
+Stages: synth (phantom cohort with label noise injected into one subgroup); curate
+(de-identification, burned-in text removal, metadata table, arrays and sector-cropped copies);
+labels (the cohort's label sheet joined to the curated arrays by input SHA-256); train three
+compact R(2+1)D models (ejection fraction, reduced EF with evidential uncertainty, time to
+event fused with age), export them as bundles and predict the held-out test patients; evaluate
+the models against the phantom's ground truth; evaluate a reference reader against the recorded
+labels, whose subgroup audit finds the injected noise. Every stage runs the subcommand a user
+would, with the configuration files written into the demo folder.")]
 pub struct Args {
     /// Working folder for everything the demo makes.
     #[arg(default_value = "bedside-demo")]
     pub dir: PathBuf,
     /// Patients in the phantom cohort (the demo keeps images at 240x320 to stay within minutes).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 240)]
     pub patients: usize,
-    /// Seed of the phantom cohort and of the reference reader.
+    /// Seed of the phantom cohort, the models and the reference reader.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Label noise injected into a subgroup (COLUMN=VALUE:NOISE), or `none`.
     #[arg(long, default_value = "sex=F:0.25")]
     pub bias: String,
-    /// Bootstrap replicates of the evaluation.
+    /// Bootstrap replicates of the evaluations.
     #[arg(long, default_value_t = 500)]
     pub bootstrap: usize,
+    /// Training epochs per model (the default keeps the demo within 10 minutes on 2 cores).
+    #[arg(long, default_value_t = 8)]
+    pub epochs: usize,
+    /// Side of the sector-cropped frames the models see.
+    #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u32).range(16..=256))]
+    pub size: u32,
+    /// Clips per test study at prediction time (evenly spaced; predictions are their mean).
+    #[arg(long, default_value_t = 4)]
+    pub max_clips: usize,
+    /// Skip curation, training and prediction (cohort and reader audit only).
+    #[arg(long)]
+    pub no_train: bool,
     /// Replace a previous demo in the folder.
     #[arg(long)]
     pub force: bool,
@@ -51,6 +70,17 @@ struct EvaluateCommand {
     args: super::evaluate::Args,
 }
 
+/// Wraps `bedside curate`'s arguments.
+#[derive(clap::Parser, Debug)]
+struct CurateCommand {
+    #[command(flatten)]
+    args: super::curate::Args,
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
 /// Runs the demo.
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     let start = Instant::now();
@@ -58,8 +88,18 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         "none" | "" => Vec::new(),
         text => vec![BiasSpec::parse(text).map_err(crate::ui::Exit::invalid)?],
     };
+    let stages = if args.no_train { 2 } else { 6 };
+    let mut stage = 0;
+    let mut next = |what: &str| {
+        stage += 1;
+        ctx.say("");
+        ctx.say(format!(
+            "[{stage}/{stages}] {what}  ({:.0} s)",
+            start.elapsed().as_secs_f64()
+        ));
+    };
     ctx.say(format!("Bedside demo in {}", args.dir.display()));
-    ctx.say("[1/2] synth: phantom echocardiography cohort");
+    next("synth: phantom echocardiography cohort");
     let config = PhantomConfig {
         seed: args.seed,
         patients: args.patients,
@@ -72,10 +112,100 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     let summary = super::synth::phantom(&config, &cohort_dir, args.force, ctx)?;
     super::synth::print_summary(&summary, ctx);
 
-    ctx.say("");
-    ctx.say(
-        "[2/2] evaluate: reference reader against the recorded labels (validation + test patients)",
-    );
+    let mut model_eval = None;
+    if !args.no_train {
+        next("curate: de-identify, remove burned-in text, tables, arrays and cropped copies");
+        let curated = args.dir.join("curated");
+        if args.force && curated.exists() {
+            std::fs::remove_dir_all(&curated)
+                .with_context(|| format!("removing {}", curated.display()))?;
+        }
+        let size = args.size.to_string();
+        let curate = CurateCommand::try_parse_from(strings(&[
+            "curate",
+            &cohort_dir.join("dicom").display().to_string(),
+            "--out",
+            &curated.display().to_string(),
+            "--secret-dir",
+            &args.dir.join("secret").display().to_string(),
+            "--resize",
+            &size,
+        ]))
+        .context("building the demo's curate arguments")?;
+        super::curate::run(curate.args, ctx)?;
+
+        next("labels: join the label sheet to the curated arrays by input SHA-256");
+        let labels = args.dir.join("labels.csv");
+        let rows = models::label_sheet(&cohort_dir, &labels)?;
+        ctx.say(format!("  {rows} studies -> {}", labels.display()));
+
+        next("train: one compact R(2+1)D per task, exported as a bundle, then the test split");
+        let budget = models::Budget {
+            epochs: args.epochs,
+            size: args.size as usize,
+            max_clips: args.max_clips,
+            seed: args.seed,
+        };
+        let mut parts = Vec::new();
+        for task in models::TASKS {
+            ctx.say(format!("  -- {}: {}", task.name, task.what));
+            let predictions = models::train_task(&args.dir, &task, &budget, ctx)?;
+            parts.push((task, predictions));
+        }
+        let merged = args.dir.join("predictions").join("test.csv");
+        let rows = models::merge_predictions(&parts, &merged)?;
+        ctx.say(format!("  {rows} test studies -> {}", merged.display()));
+
+        next("evaluate: the models against the phantom's ground truth (test patients)");
+        let eval_dir = args.dir.join("evaluation-models");
+        let eval = EvaluateCommand::try_parse_from(strings(&[
+            "evaluate",
+            &merged.display().to_string(),
+            "--manifest",
+            &labels.display().to_string(),
+            "--id",
+            "study_key",
+            "--patient",
+            "patient_key",
+            "--score",
+            "prob_reduced_ef",
+            "--label",
+            "reduced_ef",
+            "--time",
+            "time_days",
+            "--event",
+            "event",
+            "--risk",
+            "risk",
+            "--survival-prefix",
+            "surv@",
+            "--target",
+            "ef",
+            "--predicted",
+            "ef_pred",
+            "--uncertainty",
+            "uncertainty",
+            "--group",
+            "sex",
+            "--group",
+            "site",
+            "--min-group-patients",
+            "10",
+            "--bootstrap",
+            &args.bootstrap.to_string(),
+            "--seed",
+            &args.seed.to_string(),
+            "--out",
+            &eval_dir.display().to_string(),
+            "--title",
+            "Bedside demo: R(2+1)D models on held-out phantom patients",
+        ]))
+        .context("building the demo's evaluate arguments")?;
+        super::evaluate::run(eval.args, ctx)?;
+        model_eval = Some(eval_dir);
+    }
+
+    next("evaluate: reference reader against the recorded labels (validation + test patients)");
     let reader_dir = args.dir.join("reference-reader");
     let predictions = reader_dir.join("predictions.csv");
     let rows = reference_reader(&cohort_dir.join("studies.csv"), &predictions, args.seed)?;
@@ -148,15 +278,56 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         "  {}  synthetic cohort (DICOM + ground truth)",
         cohort_dir.display()
     ));
+    if let Some(model_eval) = &model_eval {
+        ctx.say(format!(
+            "  {}  de-identified DICOM, metadata table, arrays",
+            args.dir.join("curated").display()
+        ));
+        ctx.say(format!(
+            "  {}  training configurations; {} runs; {} bundles",
+            args.dir.join("configs").display(),
+            args.dir.join("runs").display(),
+            args.dir.join("bundles").display()
+        ));
+        for line in headline(&model_eval.join("evaluation.json"))? {
+            ctx.say(format!("    {line}"));
+        }
+        ctx.say(format!(
+            "  {}  model evaluation report (HTML) and numbers (JSON)",
+            model_eval.join("evaluation.html").display()
+        ));
+    }
     ctx.say(format!(
         "  {}  reference-reader predictions",
         predictions.display()
     ));
     ctx.say(format!(
-        "  {}  evaluation report (HTML) and numbers (JSON)",
+        "  {}  reference-reader evaluation and subgroup audit",
         eval_dir.join("evaluation.html").display()
     ));
     Ok(())
+}
+
+/// The headline numbers of an evaluation JSON, each with its 95% CI: AUROC, EF MAE, C-index.
+fn headline(json: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read(json).with_context(|| format!("reading {}", json.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&text)?;
+    let mut out = Vec::new();
+    for (section, metric, words) in [
+        ("classification", "auroc", "reduced EF  AUROC"),
+        ("regression", "mae", "EF          MAE  "),
+        ("survival", "harrell_c", "survival    C-index"),
+    ] {
+        let m = &v[section]["metrics"][metric];
+        if let Some(value) = m["value"].as_f64() {
+            out.push(format!(
+                "{words} {value:.3} ({:.3} to {:.3})",
+                m["lower"].as_f64().unwrap_or(f64::NAN),
+                m["upper"].as_f64().unwrap_or(f64::NAN),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Per-group AUROC lines (with 95% CI) of one grouping in the evaluation JSON.

@@ -1,0 +1,352 @@
+//! Real-time collaboration: `GET /api/projects/{P}/studies/{S}/ws` (WebSocket, JSON text).
+//!
+//! On connection the server sends
+//! `{"type": "snapshot", "seq", "annotations": [...], "presence": [...], "you": {...}}`.
+//! Clients then send
+//!
+//! ```text
+//! {"type": "create", "req": R, "annotation": {"id"?, "series_instance_uid"?, "sop_instance_uid"?,
+//!                                            "frame"?, "kind", "name", "payload"}}
+//! {"type": "update", "req": R, "id", "version", "payload"}
+//! {"type": "delete", "req": R, "id", "version"}
+//! {"type": "presence", "sop_instance_uid"?, "frame"?}
+//! {"type": "sync"}                       (a fresh snapshot)
+//! {"type": "ping", "req": R}
+//! ```
+//!
+//! and get `{"type": "ack", "req", "op", "seq", "annotation"}` or
+//! `{"type": "error", "req", "code", "message", "current"?}` (`code`: `malformed`,
+//! `invalid`, `forbidden`, `not_found`, `conflict` with the current state, `exists`,
+//! `server`). Every applied operation is numbered per study (`seq`), persisted with its audit
+//! row, and only then broadcast as `{"type": "op", "op", "seq", "annotation"}` to every
+//! connection on the study (the sender included), in `seq` order. In blinded projects
+//! annotators and viewers only receive their own operations. Presence
+//! (`{"type": "presence", "user", "conn", "sop_instance_uid", "frame"}`, `"left": true` on
+//! leaving) is broadcast but not stored. A client that falls behind receives a new snapshot.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::api::AppState;
+use crate::db::{Applied, ApplyError, DbError, Op, Principal, Project};
+use crate::model::{Location, Role};
+
+/// Operations a slow connection may fall behind by before it is resynchronised.
+const ROOM_CAPACITY: usize = 4096;
+
+/// One broadcast message.
+#[derive(Debug)]
+pub struct Event {
+    /// The author of an annotation operation (`None` for presence, seen by all).
+    author_id: Option<i64>,
+    text: Utf8Bytes,
+}
+
+/// Connections on one study of one project.
+#[derive(Debug)]
+struct Room {
+    tx: broadcast::Sender<Arc<Event>>,
+    presence: Mutex<HashMap<u64, Value>>,
+}
+
+/// The rooms of every study with connections.
+#[derive(Debug, Default)]
+pub struct Hub {
+    rooms: Mutex<HashMap<(i64, String), Arc<Room>>>,
+    next_conn: AtomicU64,
+}
+
+impl Hub {
+    fn subscribe(&self, project: i64, study: &str) -> (Arc<Room>, broadcast::Receiver<Arc<Event>>) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let room = rooms
+            .entry((project, study.to_string()))
+            .or_insert_with(|| {
+                Arc::new(Room {
+                    tx: broadcast::channel(ROOM_CAPACITY).0,
+                    presence: Mutex::new(HashMap::new()),
+                })
+            })
+            .clone();
+        let rx = room.tx.subscribe();
+        (room, rx)
+    }
+
+    fn release(&self, project: i64, study: &str) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (project, study.to_string());
+        if rooms.get(&key).is_some_and(|r| r.tx.receiver_count() == 0) {
+            rooms.remove(&key);
+        }
+    }
+
+    /// Broadcasts an applied operation to the study's connections (called under the
+    /// database's write lock, so in `seq` order).
+    pub fn publish(&self, applied: &Applied) {
+        if !applied.changed {
+            return;
+        }
+        let a = &applied.annotation;
+        let room = {
+            let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            rooms
+                .get(&(a.project_id, a.study_instance_uid.clone()))
+                .cloned()
+        };
+        if let Some(room) = room {
+            let text =
+                json!({"type": "op", "op": applied.op, "seq": a.seq, "annotation": a}).to_string();
+            let _ = room.tx.send(Arc::new(Event {
+                author_id: Some(a.author_id),
+                text: text.into(),
+            }));
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(flatten)]
+    location: Location,
+    kind: String,
+    name: String,
+    payload: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ClientMsg {
+    Create {
+        #[serde(default)]
+        req: Value,
+        annotation: CreateBody,
+    },
+    Update {
+        #[serde(default)]
+        req: Value,
+        id: String,
+        version: i64,
+        payload: Value,
+    },
+    Delete {
+        #[serde(default)]
+        req: Value,
+        id: String,
+        version: i64,
+    },
+    Presence {
+        #[serde(default)]
+        sop_instance_uid: Option<String>,
+        #[serde(default)]
+        frame: Option<i64>,
+    },
+    Sync,
+    Ping {
+        #[serde(default)]
+        req: Value,
+    },
+}
+
+/// Builds an operation from a parsed create body (shared with the REST API).
+pub fn create_op(body: Value) -> Result<Op, String> {
+    let b: CreateBody = serde_json::from_value(body).map_err(|e| e.to_string())?;
+    Ok(Op::Create {
+        id: b.id,
+        location: b.location,
+        kind: b.kind,
+        name: b.name,
+        payload: b.payload,
+    })
+}
+
+/// The `error` message (and the HTTP status the REST API uses) for a refused operation.
+pub fn refusal(e: &ApplyError) -> (u16, &'static str, String, Option<Value>) {
+    match e {
+        ApplyError::Conflict(current) => (
+            409,
+            "conflict",
+            format!(
+                "stale version: the annotation is at version {}{}",
+                current.version,
+                if current.deleted { " (deleted)" } else { "" }
+            ),
+            serde_json::to_value(current).ok(),
+        ),
+        ApplyError::Db(DbError::Invalid(m)) => (422, "invalid", m.clone(), None),
+        ApplyError::Db(DbError::Forbidden(m)) => (403, "forbidden", m.clone(), None),
+        ApplyError::Db(DbError::NotFound(m)) => (404, "not_found", format!("not found: {m}"), None),
+        ApplyError::Db(DbError::Exists(m)) => (409, "exists", format!("already exists: {m}"), None),
+        ApplyError::Db(other) => {
+            tracing::error!(error = %other, "annotation operation failed");
+            (
+                500,
+                "server",
+                "the operation could not be stored".into(),
+                None,
+            )
+        }
+    }
+}
+
+fn valid_uid(u: &str) -> bool {
+    !u.is_empty() && u.len() <= 64 && u.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// Runs one connection until it closes.
+pub async fn run(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    who: Principal,
+    role: Role,
+    project: Project,
+    study: String,
+) {
+    let conn = state.hub.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+    let (room, mut rx) = state.hub.subscribe(project.id, &study);
+    let (mut sink, mut stream) = socket.split();
+    let sees_all = role.sees_all(project.blinded);
+    let snapshot = |state: Arc<AppState>,
+                    who: Principal,
+                    project: Project,
+                    study: String,
+                    room: Arc<Room>| async move {
+        let res =
+            tokio::task::spawn_blocking(move || state.db.annotations(&who, role, &project, &study))
+                .await;
+        let presence: Vec<Value> = room
+            .presence
+            .lock()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default();
+        match res {
+            Ok(Ok((seq, annotations))) => json!({
+                "type": "snapshot", "seq": seq, "annotations": annotations, "presence": presence,
+            }),
+            _ => {
+                json!({"type": "error", "code": "server", "message": "cannot read the study's annotations"})
+            }
+        }
+    };
+    let mut first = snapshot(
+        state.clone(),
+        who.clone(),
+        project.clone(),
+        study.clone(),
+        room.clone(),
+    )
+    .await;
+    first["you"] = json!({"user": who.username, "conn": conn, "role": role});
+    if sink
+        .send(Message::Text(first.to_string().into()))
+        .await
+        .is_err()
+    {
+        state.hub.release(project.id, &study);
+        return;
+    }
+    loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let text = match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(_))) => {
+                        let e = json!({"type": "error", "code": "malformed", "message": "messages are JSON text"});
+                        if sink.send(Message::Text(e.to_string().into())).await.is_err() { break; }
+                        continue;
+                    }
+                    Some(Ok(_)) => continue,
+                };
+                let reply = match serde_json::from_str::<ClientMsg>(text.as_str()) {
+                    Err(e) => Some(json!({"type": "error", "code": "malformed", "message": format!("unreadable message: {e}")})),
+                    Ok(ClientMsg::Ping { req }) => Some(json!({"type": "pong", "req": req})),
+                    Ok(ClientMsg::Sync) => Some(snapshot(state.clone(), who.clone(), project.clone(), study.clone(), room.clone()).await),
+                    Ok(ClientMsg::Presence { sop_instance_uid, frame }) => {
+                        if sop_instance_uid.as_deref().is_some_and(|u| !valid_uid(u)) || frame.is_some_and(|f| f < 1) {
+                            Some(json!({"type": "error", "code": "invalid", "message": "presence needs a UID and a frame number from 1"}))
+                        } else {
+                            let p = json!({"type": "presence", "user": who.username, "conn": conn,
+                                           "sop_instance_uid": sop_instance_uid, "frame": frame});
+                            if let Ok(mut map) = room.presence.lock() { map.insert(conn, p.clone()); }
+                            let _ = room.tx.send(Arc::new(Event { author_id: None, text: p.to_string().into() }));
+                            None
+                        }
+                    }
+                    Ok(msg) => {
+                        let (req, op) = match msg {
+                            ClientMsg::Create { req, annotation } => (req, Op::Create {
+                                id: annotation.id, location: annotation.location, kind: annotation.kind,
+                                name: annotation.name, payload: annotation.payload,
+                            }),
+                            ClientMsg::Update { req, id, version, payload } => (req, Op::Update { id, version, payload }),
+                            ClientMsg::Delete { req, id, version } => (req, Op::Delete { id, version }),
+                            _ => continue,
+                        };
+                        let st = state.clone();
+                        let w = who.clone();
+                        let s = study.clone();
+                        let pid = project.id;
+                        let res = tokio::task::spawn_blocking(move || {
+                            let hub = &st.hub;
+                            st.db.apply(&w, pid, &s, op, |a| hub.publish(a))
+                        }).await;
+                        Some(match res {
+                            Ok(Ok(applied)) => json!({"type": "ack", "req": req, "op": applied.op,
+                                "seq": applied.annotation.seq, "annotation": applied.annotation}),
+                            Ok(Err(e)) => {
+                                let (_, code, message, current) = refusal(&e);
+                                json!({"type": "error", "req": req, "code": code, "message": message, "current": current})
+                            }
+                            Err(_) => json!({"type": "error", "req": req, "code": "server", "message": "the operation failed"}),
+                        })
+                    }
+                };
+                if let Some(r) = reply
+                    && sink.send(Message::Text(r.to_string().into())).await.is_err()
+                {
+                    break;
+                }
+            }
+            event = rx.recv() => {
+                let out = match event {
+                    Ok(ev) => {
+                        if !sees_all && ev.author_id.is_some_and(|a| a != who.user_id) {
+                            continue;
+                        }
+                        Message::Text(ev.text.clone())
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let s = snapshot(state.clone(), who.clone(), project.clone(), study.clone(), room.clone()).await;
+                        Message::Text(s.to_string().into())
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if sink.send(out).await.is_err() { break; }
+            }
+        }
+    }
+    let had_presence = room
+        .presence
+        .lock()
+        .map(|mut p| p.remove(&conn).is_some())
+        .unwrap_or(false);
+    if had_presence {
+        let left = json!({"type": "presence", "user": who.username, "conn": conn, "left": true});
+        let _ = room.tx.send(Arc::new(Event {
+            author_id: None,
+            text: left.to_string().into(),
+        }));
+    }
+    drop(rx);
+    state.hub.release(project.id, &study);
+}

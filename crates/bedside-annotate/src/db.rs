@@ -1,0 +1,1449 @@
+//! Accounts, sessions, projects and annotations in the data folder's SQLite database.
+//!
+//! Writes go through one connection with `synchronous = FULL`, so an operation the server has
+//! acknowledged survives a crash of the process or the machine; reads use a second connection
+//! (WAL lets them run beside a write). Every change writes an `audit` row in the same
+//! transaction.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::model::{self, LabelSchema, Location, Resolved, Role};
+use crate::store::OpenError;
+
+/// A database failure or a refused request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Something named does not exist (or is not visible to the caller).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The input breaks a rule.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The caller's role does not allow it.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Already exists.
+    #[error("already exists: {0}")]
+    Exists(String),
+    /// Password hashing failed.
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    /// A lock was poisoned by a panic in another thread.
+    #[error("database lock poisoned")]
+    Poisoned,
+}
+
+/// Why an annotation operation was not applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// Refused for another reason.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The version given is not the current one (or the annotation was deleted); carries the
+    /// current state.
+    #[error("stale version: the annotation is at version {}", .0.version)]
+    Conflict(Box<Annotation>),
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A signed-in user as the request handlers see them.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Row id.
+    pub user_id: i64,
+    /// Login name.
+    pub username: String,
+    /// Whether the user administers every project (and may create projects).
+    pub superuser: bool,
+    /// The session's CSRF token (must come back in `X-CSRF-Token` on unsafe requests).
+    pub csrf: String,
+}
+
+/// A user as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    /// Login name.
+    pub username: String,
+    /// Superuser flag.
+    pub superuser: bool,
+    /// Creation time (ms since the epoch).
+    pub created_at: i64,
+    /// Project name and role.
+    pub projects: Vec<(String, Role)>,
+}
+
+/// A project.
+#[derive(Debug, Clone, Serialize)]
+pub struct Project {
+    /// Row id.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Whether annotators see only their own annotations.
+    pub blinded: bool,
+    /// The label schema.
+    pub schema: LabelSchema,
+}
+
+/// A study of a project.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectStudy {
+    /// Study Instance UID.
+    pub study_instance_uid: String,
+    /// Sequence number of the last operation on the study's annotations.
+    pub seq: i64,
+    /// Annotators assigned to it.
+    pub assignees: Vec<String>,
+}
+
+/// One annotation, as the API and the WebSocket send it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Annotation {
+    /// Identifier (chosen by the client on creation, or by the server).
+    pub id: String,
+    /// Project id.
+    pub project_id: i64,
+    /// Study.
+    pub study_instance_uid: String,
+    /// Series, instance and frame, as far as the annotation goes down.
+    #[serde(flatten)]
+    pub location: Location,
+    /// `label`, `length`, `area`, `ellipse`, `polygon` or `mask`.
+    pub kind: String,
+    /// The schema name.
+    pub name: String,
+    /// What was drawn or chosen (masks without their pixels).
+    pub payload: Value,
+    /// Physical values computed by the server (measurements and masks).
+    pub measurement: Option<Value>,
+    /// Who created it.
+    pub author: String,
+    /// Author's user id (for blinding).
+    #[serde(skip)]
+    pub author_id: i64,
+    /// Creation time (ms since the epoch).
+    pub created_at: i64,
+    /// Last change (ms since the epoch).
+    pub updated_at: i64,
+    /// Who changed it last.
+    pub updated_by: String,
+    /// Starts at 1, +1 per change (deletion included).
+    pub version: i64,
+    /// The study's operation number of the last change.
+    pub seq: i64,
+    /// Deleted (kept as a tombstone so late updates are refused with the current state).
+    pub deleted: bool,
+}
+
+/// Creation, change or deletion of an annotation.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A new annotation. A retried creation with the same `id` by the same author is
+    /// acknowledged without creating a second one.
+    Create {
+        /// Client-chosen id (letters, digits, `-`, `_`; up to 64), or `None`.
+        id: Option<String>,
+        /// Where.
+        location: Location,
+        /// Kind.
+        kind: String,
+        /// Schema name.
+        name: String,
+        /// Payload.
+        payload: Value,
+    },
+    /// Replaces the payload of version `version`.
+    Update {
+        /// Annotation.
+        id: String,
+        /// The version the client has.
+        version: i64,
+        /// New payload.
+        payload: Value,
+    },
+    /// Deletes version `version`.
+    Delete {
+        /// Annotation.
+        id: String,
+        /// The version the client has.
+        version: i64,
+    },
+}
+
+/// The result of an applied operation.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// `create`, `update` or `delete`.
+    pub op: &'static str,
+    /// The state after the operation.
+    pub annotation: Annotation,
+    /// False when a retried creation was found already applied (nothing changed).
+    pub changed: bool,
+}
+
+/// The database handle shared by the server.
+pub struct AnnotateDb {
+    write: Mutex<Connection>,
+    read: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for AnnotateDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnnotateDb").finish_non_exhaustive()
+    }
+}
+
+fn valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Random bytes as lowercase hex.
+pub fn random_hex(bytes: usize) -> Result<String, DbError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| DbError::Hash(e.to_string()))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// SHA-256 of a session token, as stored (a copy of the database does not hold live tokens).
+fn token_digest(token: &str) -> String {
+    use sha2::Digest as _;
+    format!("{:x}", sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Hashes a password with Argon2id (the crate's defaults: 19 MiB, 2 passes, one lane, as
+/// OWASP recommends) and a random salt, in PHC string form.
+pub fn hash_password(password: &str) -> Result<String, DbError> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| DbError::Hash(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| DbError::Hash(e.to_string()))?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| DbError::Hash(e.to_string()))
+}
+
+fn verify_password(hash: &str, password: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+/// Writes an audit row.
+fn audit(
+    tx: &Connection,
+    user: Option<i64>,
+    project: Option<i64>,
+    action: &str,
+    target: &str,
+    detail: &Value,
+) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "INSERT INTO audit (at, user_id, project_id, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        params![now_ms(), user, project, action, target, detail.to_string()],
+    )?;
+    Ok(())
+}
+
+const ANNOTATION_COLUMNS: &str = "a.id, a.project_id, a.study_instance_uid, a.series_instance_uid,
+    a.sop_instance_uid, a.frame, a.kind, a.name, a.payload, a.measurement, u.username, a.author_id,
+    a.created_at, a.updated_at, w.username, a.version, a.seq, a.deleted";
+
+const ANNOTATION_FROM: &str = "annotations a JOIN users u ON u.id = a.author_id
+    JOIN users w ON w.id = a.updated_by";
+
+fn annotation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Annotation> {
+    let payload: String = r.get(8)?;
+    let measurement: Option<String> = r.get(9)?;
+    Ok(Annotation {
+        id: r.get(0)?,
+        project_id: r.get(1)?,
+        study_instance_uid: r.get(2)?,
+        location: Location {
+            series_instance_uid: r.get(3)?,
+            sop_instance_uid: r.get(4)?,
+            frame: r.get(5)?,
+        },
+        kind: r.get(6)?,
+        name: r.get(7)?,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        measurement: measurement.and_then(|m| serde_json::from_str(&m).ok()),
+        author: r.get(10)?,
+        author_id: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+        updated_by: r.get(14)?,
+        version: r.get(15)?,
+        seq: r.get(16)?,
+        deleted: r.get::<_, i64>(17)? != 0,
+    })
+}
+
+fn load_annotation(c: &Connection, id: &str) -> Result<Option<Annotation>, rusqlite::Error> {
+    c.query_row(
+        &format!("SELECT {ANNOTATION_COLUMNS} FROM {ANNOTATION_FROM} WHERE a.id = ?"),
+        params![id],
+        annotation_row,
+    )
+    .optional()
+}
+
+fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, bool, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?))
+}
+
+fn to_project((id, name, blinded, schema): (i64, String, bool, String)) -> Project {
+    let schema = serde_json::from_str::<Value>(&schema)
+        .ok()
+        .and_then(|v| LabelSchema::parse(&v).ok())
+        .unwrap_or_default();
+    Project {
+        id,
+        name,
+        blinded,
+        schema,
+    }
+}
+
+fn role_of(c: &Connection, who: &Principal, project: i64) -> Result<Option<Role>, DbError> {
+    let exists: bool = c
+        .query_row(
+            "SELECT 1 FROM projects WHERE id = ?",
+            params![project],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    if who.superuser {
+        return Ok(Some(Role::Admin));
+    }
+    let role: Option<String> = c
+        .query_row(
+            "SELECT role FROM memberships WHERE project_id = ? AND user_id = ?",
+            params![project, who.user_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(role.as_deref().and_then(Role::parse))
+}
+
+fn study_visible(
+    c: &Connection,
+    who: &Principal,
+    role: Role,
+    project: i64,
+    study: &str,
+) -> Result<bool, DbError> {
+    let in_project = c
+        .query_row(
+            "SELECT 1 FROM project_studies WHERE project_id = ? AND study_instance_uid = ?",
+            params![project, study],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !in_project {
+        return Ok(false);
+    }
+    if role != Role::Annotator {
+        return Ok(true);
+    }
+    Ok(c.query_row(
+        "SELECT 1 FROM assignments WHERE project_id = ? AND study_instance_uid = ? AND user_id = ?",
+        params![project, study, who.user_id],
+        |_| Ok(()),
+    )
+    .optional()?
+    .is_some())
+}
+
+/// The instance facts a measurement needs.
+struct InstanceFacts {
+    rows: u64,
+    columns: u64,
+    frames: i64,
+    attributes: bedside_dicomweb::Record,
+}
+
+fn instance_facts(
+    c: &Connection,
+    study: &str,
+    loc: &Location,
+) -> Result<Option<InstanceFacts>, DbError> {
+    let (Some(series), Some(sop)) = (&loc.series_instance_uid, &loc.sop_instance_uid) else {
+        return Ok(None);
+    };
+    let row: Option<(i64, String)> = c
+        .query_row(
+            "SELECT number_of_frames, attributes FROM instances
+             WHERE sop_instance_uid = ? AND series_instance_uid = ? AND study_instance_uid = ?",
+            params![sop, series, study],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((frames, attrs)) = row else {
+        return Err(DbError::NotFound(
+            "no such instance in this study and series".into(),
+        ));
+    };
+    let attributes = match serde_json::from_str::<Value>(&attrs) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(DbError::Invalid("stored attributes are unreadable".into())),
+    };
+    let int = |k: &str| {
+        attributes
+            .get(k)
+            .and_then(|a| a.get("Value"))
+            .and_then(|v| v.get(0))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    Ok(Some(InstanceFacts {
+        rows: int("00280010"),
+        columns: int("00280011"),
+        frames,
+        attributes,
+    }))
+}
+
+/// The payload to store, the computed measurement and the compressed mask.
+type Validated = (Value, Option<Value>, Option<Vec<u8>>);
+
+/// Checks a new annotation against the schema and the image; returns the payload to store,
+/// the computed measurement and the compressed mask.
+fn validate(
+    c: &Connection,
+    schema: &LabelSchema,
+    study: &str,
+    location: &Location,
+    kind: &str,
+    name: &str,
+    payload: &Value,
+) -> Result<Validated, DbError> {
+    use model::Level;
+    let resolved = schema.resolve(kind, name).map_err(DbError::Invalid)?;
+    if let Resolved::Label(def) = &resolved {
+        location
+            .check_level(match def.scope {
+                model::LabelScope::Study => Level::Study,
+                model::LabelScope::Series => Level::Series,
+                model::LabelScope::Instance => Level::Instance,
+                model::LabelScope::Frame => Level::Frame,
+            })
+            .map_err(DbError::Invalid)?;
+    } else {
+        location
+            .check_level(Level::Frame)
+            .map_err(DbError::Invalid)?;
+    }
+    if let Some(series) = &location.series_instance_uid
+        && location.sop_instance_uid.is_none()
+    {
+        let found = c
+            .query_row(
+                "SELECT 1 FROM series WHERE series_instance_uid = ? AND study_instance_uid = ?",
+                params![series, study],
+                |_| Ok(()),
+            )
+            .optional()?;
+        if found.is_none() {
+            return Err(DbError::NotFound("no such series in this study".into()));
+        }
+    }
+    let facts = instance_facts(c, study, location)?;
+    if let (Some(f), Some(frame)) = (&facts, location.frame)
+        && (frame < 1 || frame > f.frames)
+    {
+        return Err(DbError::Invalid(format!(
+            "frame {frame} is not between 1 and {}",
+            f.frames
+        )));
+    }
+    match resolved {
+        Resolved::Label(def) => {
+            model::check_label(def, payload).map_err(DbError::Invalid)?;
+            Ok((payload.clone(), None, None))
+        }
+        Resolved::Measurement(mk) => {
+            let f =
+                facts.ok_or_else(|| DbError::Invalid("a measurement needs an instance".into()))?;
+            let g = model::geometry(mk, payload, f.rows as f64, f.columns as f64)
+                .map_err(DbError::Invalid)?;
+            let m = crate::units::measure(&g, &f.attributes);
+            Ok((payload.clone(), Some(m), None))
+        }
+        Resolved::Mask => {
+            let f = facts.ok_or_else(|| DbError::Invalid("a mask needs an instance".into()))?;
+            let (kept, mask) = model::mask(payload, f.rows, f.columns).map_err(DbError::Invalid)?;
+            let m = crate::units::measure(&crate::units::Geometry::Pixels(mask.set), &f.attributes);
+            Ok((kept, Some(m), Some(mask.compressed)))
+        }
+    }
+}
+
+impl AnnotateDb {
+    /// Opens the database of a data folder (created and migrated if needed).
+    pub fn open(data: &Path) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(data).map_err(|source| OpenError::CreateFolder {
+            path: data.to_path_buf(),
+            source,
+        })?;
+        let write = crate::store::connect(data, "FULL")?;
+        let read = crate::store::connect(data, "FULL")?;
+        Ok(Self {
+            write: Mutex::new(write),
+            read: Mutex::new(read),
+        })
+    }
+
+    fn w(&self) -> Result<std::sync::MutexGuard<'_, Connection>, DbError> {
+        self.write.lock().map_err(|_| DbError::Poisoned)
+    }
+
+    fn r(&self) -> Result<std::sync::MutexGuard<'_, Connection>, DbError> {
+        self.read.lock().map_err(|_| DbError::Poisoned)
+    }
+
+    // ---- users and sessions ----
+
+    /// Adds a user (`superuser` administers every project and may create projects).
+    pub fn add_user(&self, username: &str, password: &str, superuser: bool) -> Result<(), DbError> {
+        if !valid_username(username) {
+            return Err(DbError::Invalid(
+                "user names are 1 to 64 letters, digits or . _ @ -".into(),
+            ));
+        }
+        if password.chars().count() < 8 || password.len() > 1024 {
+            return Err(DbError::Invalid(
+                "passwords have 8 to 1024 characters".into(),
+            ));
+        }
+        let hash = hash_password(password)?;
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        let exists = tx
+            .query_row(
+                "SELECT 1 FROM users WHERE username = ?",
+                params![username],
+                |_| Ok(()),
+            )
+            .optional()?;
+        if exists.is_some() {
+            return Err(DbError::Exists(format!("user {username}")));
+        }
+        tx.execute(
+            "INSERT INTO users (username, password_hash, superuser, created_at) VALUES (?, ?, ?, ?)",
+            params![username, hash, superuser as i64, now_ms()],
+        )?;
+        let id = tx.last_insert_rowid();
+        audit(
+            &tx,
+            None,
+            None,
+            "user.add",
+            &format!("user:{id}"),
+            &json!({"username": username, "superuser": superuser}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Lists the users with their memberships.
+    pub fn list_users(&self) -> Result<Vec<UserInfo>, DbError> {
+        let c = self.r()?;
+        let mut stmt =
+            c.prepare("SELECT id, username, superuser, created_at FROM users ORDER BY username")?;
+        let users = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)? != 0,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::new();
+        let mut m = c.prepare(
+            "SELECT p.name, m.role FROM memberships m JOIN projects p ON p.id = m.project_id
+             WHERE m.user_id = ? ORDER BY p.name",
+        )?;
+        for (id, username, superuser, created_at) in users {
+            let projects = m
+                .query_map(params![id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
+                .filter_map(|r| r.ok())
+                .filter_map(|(p, role)| Role::parse(&role).map(|r| (p, r)))
+                .collect();
+            out.push(UserInfo {
+                username,
+                superuser,
+                created_at,
+                projects,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Checks a password and opens a session of `ttl_secs`; returns the principal and the
+    /// session token (only its digest is stored). Unknown users cost the same time as wrong
+    /// passwords.
+    pub fn login(
+        &self,
+        username: &str,
+        password: &str,
+        ttl_secs: i64,
+    ) -> Result<Option<(Principal, String)>, DbError> {
+        let row: Option<(i64, String, bool)> = {
+            let c = self.r()?;
+            c.query_row(
+                "SELECT id, password_hash, superuser FROM users WHERE username = ?",
+                params![username],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
+            )
+            .optional()?
+        };
+        let Some((user_id, hash, superuser)) = row else {
+            // Same work as a real check, so response times do not reveal which names exist.
+            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let dummy = DUMMY.get_or_init(|| hash_password("not a password").unwrap_or_default());
+            let _ = verify_password(dummy, password);
+            return Ok(None);
+        };
+        if !verify_password(&hash, password) {
+            let c = self.w()?;
+            audit(
+                &c,
+                Some(user_id),
+                None,
+                "login.failed",
+                &format!("user:{user_id}"),
+                &json!({}),
+            )?;
+            return Ok(None);
+        }
+        let token = random_hex(32)?;
+        let csrf = random_hex(32)?;
+        let now = now_ms();
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        tx.execute("DELETE FROM sessions WHERE expires_at < ?", params![now])?;
+        tx.execute(
+            "INSERT INTO sessions (token_sha256, user_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            params![token_digest(&token), user_id, csrf, now, now + ttl_secs * 1000],
+        )?;
+        audit(
+            &tx,
+            Some(user_id),
+            None,
+            "login",
+            &format!("user:{user_id}"),
+            &json!({}),
+        )?;
+        tx.commit()?;
+        Ok(Some((
+            Principal {
+                user_id,
+                username: username.to_string(),
+                superuser,
+                csrf,
+            },
+            token,
+        )))
+    }
+
+    /// The principal of a live session.
+    pub fn session(&self, token: &str) -> Result<Option<Principal>, DbError> {
+        let c = self.r()?;
+        Ok(c.query_row(
+            "SELECT u.id, u.username, u.superuser, s.csrf FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_sha256 = ? AND s.expires_at > ?",
+            params![token_digest(token), now_ms()],
+            |r| {
+                Ok(Principal {
+                    user_id: r.get(0)?,
+                    username: r.get(1)?,
+                    superuser: r.get::<_, i64>(2)? != 0,
+                    csrf: r.get(3)?,
+                })
+            },
+        )
+        .optional()?)
+    }
+
+    /// Ends a session.
+    pub fn logout(&self, token: &str, who: &Principal) -> Result<(), DbError> {
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        tx.execute(
+            "DELETE FROM sessions WHERE token_sha256 = ?",
+            params![token_digest(token)],
+        )?;
+        audit(
+            &tx,
+            Some(who.user_id),
+            None,
+            "logout",
+            &format!("user:{}", who.user_id),
+            &json!({}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- projects ----
+
+    /// The caller's role in a project (superusers are admins everywhere); `None` when the
+    /// project does not exist or the caller is not a member.
+    pub fn role(&self, who: &Principal, project: i64) -> Result<Option<Role>, DbError> {
+        let c = self.r()?;
+        role_of(&c, who, project)
+    }
+
+    /// Whether the caller is an admin of at least one project (or a superuser).
+    pub fn is_admin_anywhere(&self, who: &Principal) -> Result<bool, DbError> {
+        if who.superuser {
+            return Ok(true);
+        }
+        let c = self.r()?;
+        Ok(c.query_row(
+            "SELECT 1 FROM memberships WHERE user_id = ? AND role = 'admin' LIMIT 1",
+            params![who.user_id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+    }
+
+    /// Creates a project (superusers only).
+    pub fn create_project(
+        &self,
+        who: &Principal,
+        name: &str,
+        blinded: bool,
+        schema: &Value,
+    ) -> Result<Project, DbError> {
+        if !who.superuser {
+            return Err(DbError::Forbidden("only superusers create projects".into()));
+        }
+        if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(DbError::Invalid(
+                "project names are 1 to 128 printable characters".into(),
+            ));
+        }
+        let parsed = LabelSchema::parse(schema).map_err(DbError::Invalid)?;
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        if tx
+            .query_row(
+                "SELECT 1 FROM projects WHERE name = ?",
+                params![name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some()
+        {
+            return Err(DbError::Exists(format!("project {name:?}")));
+        }
+        let stored = serde_json::to_string(&parsed).map_err(|e| DbError::Invalid(e.to_string()))?;
+        tx.execute(
+            "INSERT INTO projects (name, blinded, label_schema, created_at) VALUES (?, ?, ?, ?)",
+            params![name, blinded as i64, stored, now_ms()],
+        )?;
+        let id = tx.last_insert_rowid();
+        audit(
+            &tx,
+            Some(who.user_id),
+            Some(id),
+            "project.create",
+            &format!("project:{id}"),
+            &json!({"name": name, "blinded": blinded, "schema": parsed}),
+        )?;
+        tx.commit()?;
+        Ok(Project {
+            id,
+            name: name.to_string(),
+            blinded,
+            schema: parsed,
+        })
+    }
+
+    /// A project by id.
+    pub fn project(&self, id: i64) -> Result<Option<Project>, DbError> {
+        let c = self.r()?;
+        Ok(c.query_row(
+            "SELECT id, name, blinded, label_schema FROM projects WHERE id = ?",
+            params![id],
+            project_row,
+        )
+        .optional()?
+        .map(to_project))
+    }
+
+    /// The projects the caller belongs to (all for superusers), with their role.
+    pub fn projects(&self, who: &Principal) -> Result<Vec<(Project, Role)>, DbError> {
+        let c = self.r()?;
+        let mut stmt = c.prepare(
+            "SELECT p.id, p.name, p.blinded, p.label_schema, m.role FROM projects p
+             LEFT JOIN memberships m ON m.project_id = p.id AND m.user_id = ?
+             WHERE ? OR m.role IS NOT NULL ORDER BY p.name",
+        )?;
+        let rows = stmt.query_map(params![who.user_id, who.superuser], |r| {
+            Ok((project_row(r)?, r.get::<_, Option<String>>(4)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (p, role) = row?;
+            let role = if who.superuser {
+                Role::Admin
+            } else {
+                match role.as_deref().and_then(Role::parse) {
+                    Some(r) => r,
+                    None => continue,
+                }
+            };
+            out.push((to_project(p), role));
+        }
+        Ok(out)
+    }
+
+    /// Changes a project's blinding and/or schema (admins).
+    pub fn update_project(
+        &self,
+        who: &Principal,
+        project: i64,
+        blinded: Option<bool>,
+        schema: Option<&Value>,
+    ) -> Result<Project, DbError> {
+        let parsed = schema
+            .map(LabelSchema::parse)
+            .transpose()
+            .map_err(DbError::Invalid)?;
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        require_admin(&tx, who, project)?;
+        if let Some(b) = blinded {
+            tx.execute(
+                "UPDATE projects SET blinded = ? WHERE id = ?",
+                params![b as i64, project],
+            )?;
+        }
+        if let Some(s) = &parsed {
+            let text = serde_json::to_string(s).map_err(|e| DbError::Invalid(e.to_string()))?;
+            tx.execute(
+                "UPDATE projects SET label_schema = ? WHERE id = ?",
+                params![text, project],
+            )?;
+        }
+        audit(
+            &tx,
+            Some(who.user_id),
+            Some(project),
+            "project.update",
+            &format!("project:{project}"),
+            &json!({"blinded": blinded, "schema": parsed}),
+        )?;
+        let p = tx.query_row(
+            "SELECT id, name, blinded, label_schema FROM projects WHERE id = ?",
+            params![project],
+            project_row,
+        )?;
+        tx.commit()?;
+        Ok(to_project(p))
+    }
+
+    /// Gives `username` a role in a project, or removes them (`role` = `None`) (admins).
+    pub fn set_member(
+        &self,
+        who: &Principal,
+        project: i64,
+        username: &str,
+        role: Option<Role>,
+    ) -> Result<(), DbError> {
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        require_admin(&tx, who, project)?;
+        let user: i64 = tx
+            .query_row(
+                "SELECT id FROM users WHERE username = ?",
+                params![username],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| DbError::NotFound(format!("user {username}")))?;
+        match role {
+            Some(r) => tx.execute(
+                "INSERT INTO memberships (project_id, user_id, role) VALUES (?, ?, ?)
+                 ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+                params![project, user, r.as_str()],
+            )?,
+            None => tx.execute(
+                "DELETE FROM memberships WHERE project_id = ? AND user_id = ?",
+                params![project, user],
+            )?,
+        };
+        audit(
+            &tx,
+            Some(who.user_id),
+            Some(project),
+            if role.is_some() {
+                "member.set"
+            } else {
+                "member.remove"
+            },
+            &format!("user:{user}"),
+            &json!({"username": username, "role": role}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The members of a project.
+    pub fn members(&self, project: i64) -> Result<Vec<(String, Role)>, DbError> {
+        let c = self.r()?;
+        let mut stmt = c.prepare(
+            "SELECT u.username, m.role FROM memberships m JOIN users u ON u.id = m.user_id
+             WHERE m.project_id = ? ORDER BY u.username",
+        )?;
+        let rows = stmt
+            .query_map(params![project], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(u, r)| Role::parse(&r).map(|r| (u, r)))
+            .collect())
+    }
+
+    /// Adds a stored study to a project (admins).
+    pub fn add_study(&self, who: &Principal, project: i64, study: &str) -> Result<(), DbError> {
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        require_admin(&tx, who, project)?;
+        if tx
+            .query_row(
+                "SELECT 1 FROM studies WHERE study_instance_uid = ?",
+                params![study],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_none()
+        {
+            return Err(DbError::NotFound("no such study in the store".into()));
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO project_studies (project_id, study_instance_uid) VALUES (?, ?)",
+            params![project, study],
+        )?;
+        audit(
+            &tx,
+            Some(who.user_id),
+            Some(project),
+            "study.add",
+            &format!("study:{study}"),
+            &json!({}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Assigns a study to an annotator, or withdraws it (admins).
+    pub fn assign(
+        &self,
+        who: &Principal,
+        project: i64,
+        study: &str,
+        username: &str,
+        assigned: bool,
+    ) -> Result<(), DbError> {
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        require_admin(&tx, who, project)?;
+        let user: i64 = tx
+            .query_row(
+                "SELECT id FROM users WHERE username = ?",
+                params![username],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| DbError::NotFound(format!("user {username}")))?;
+        if tx
+            .query_row(
+                "SELECT 1 FROM project_studies WHERE project_id = ? AND study_instance_uid = ?",
+                params![project, study],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_none()
+        {
+            return Err(DbError::NotFound("the study is not in this project".into()));
+        }
+        if assigned {
+            tx.execute(
+                "INSERT OR IGNORE INTO assignments (project_id, study_instance_uid, user_id) VALUES (?, ?, ?)",
+                params![project, study, user],
+            )?;
+        } else {
+            tx.execute(
+                "DELETE FROM assignments WHERE project_id = ? AND study_instance_uid = ? AND user_id = ?",
+                params![project, study, user],
+            )?;
+        }
+        audit(
+            &tx,
+            Some(who.user_id),
+            Some(project),
+            if assigned {
+                "study.assign"
+            } else {
+                "study.unassign"
+            },
+            &format!("study:{study}"),
+            &json!({"username": username}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The project's studies the caller may open (annotators: those assigned to them).
+    pub fn studies(
+        &self,
+        who: &Principal,
+        project: i64,
+        role: Role,
+    ) -> Result<Vec<ProjectStudy>, DbError> {
+        let c = self.r()?;
+        let mut stmt = c.prepare(
+            "SELECT ps.study_instance_uid, ps.seq,
+                (SELECT group_concat(u.username, ',') FROM assignments a JOIN users u ON u.id = a.user_id
+                 WHERE a.project_id = ps.project_id AND a.study_instance_uid = ps.study_instance_uid)
+             FROM project_studies ps WHERE ps.project_id = ?1
+               AND (?2 OR EXISTS (SELECT 1 FROM assignments a WHERE a.project_id = ps.project_id
+                     AND a.study_instance_uid = ps.study_instance_uid AND a.user_id = ?3))
+             ORDER BY ps.study_instance_uid",
+        )?;
+        let rows = stmt.query_map(
+            params![project, role != Role::Annotator, who.user_id],
+            |r| {
+                let assignees: Option<String> = r.get(2)?;
+                let mut assignees: Vec<String> = assignees
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                assignees.sort();
+                Ok(ProjectStudy {
+                    study_instance_uid: r.get(0)?,
+                    seq: r.get(1)?,
+                    // Annotators need not know who else reads the study.
+                    assignees: if role == Role::Annotator {
+                        Vec::new()
+                    } else {
+                        assignees
+                    },
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Whether the caller (with `role` in `project`) may open `study` there.
+    pub fn can_open(
+        &self,
+        who: &Principal,
+        role: Role,
+        project: i64,
+        study: &str,
+    ) -> Result<bool, DbError> {
+        let c = self.r()?;
+        study_visible(&c, who, role, project, study)
+    }
+
+    /// The studies the caller may read over DICOMweb; `None` means every study (superusers).
+    pub fn visible_studies(&self, who: &Principal) -> Result<Option<HashSet<String>>, DbError> {
+        if who.superuser {
+            return Ok(None);
+        }
+        let c = self.r()?;
+        let mut stmt = c.prepare(
+            "SELECT ps.study_instance_uid FROM project_studies ps
+               JOIN memberships m ON m.project_id = ps.project_id AND m.user_id = ?1
+             WHERE m.role != 'annotator'
+                OR EXISTS (SELECT 1 FROM assignments a WHERE a.project_id = ps.project_id
+                           AND a.study_instance_uid = ps.study_instance_uid AND a.user_id = ?1)",
+        )?;
+        let rows = stmt.query_map(params![who.user_id], |r| r.get::<_, String>(0))?;
+        Ok(Some(rows.collect::<Result<HashSet<_>, _>>()?))
+    }
+
+    // ---- annotations ----
+
+    /// The study's annotations the caller may see (blinding applied), without tombstones,
+    /// and the study's current operation number.
+    pub fn annotations(
+        &self,
+        who: &Principal,
+        role: Role,
+        project: &Project,
+        study: &str,
+    ) -> Result<(i64, Vec<Annotation>), DbError> {
+        let c = self.r()?;
+        let tx = c.unchecked_transaction()?;
+        let seq: i64 = tx
+            .query_row(
+                "SELECT seq FROM project_studies WHERE project_id = ? AND study_instance_uid = ?",
+                params![project.id, study],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| DbError::NotFound("the study is not in this project".into()))?;
+        let all = role.sees_all(project.blinded);
+        if !all && role == Role::Viewer {
+            return Ok((seq, Vec::new()));
+        }
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {ANNOTATION_COLUMNS} FROM {ANNOTATION_FROM}
+             WHERE a.project_id = ?1 AND a.study_instance_uid = ?2 AND a.deleted = 0
+               AND (?3 OR a.author_id = ?4)
+             ORDER BY a.seq"
+        ))?;
+        let rows = stmt
+            .query_map(params![project.id, study, all, who.user_id], annotation_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        tx.commit()?;
+        Ok((seq, rows))
+    }
+
+    /// Every annotation of a project (no tombstones), for exports.
+    pub fn project_annotations(&self, project: i64) -> Result<Vec<Annotation>, DbError> {
+        let c = self.r()?;
+        let mut stmt = c.prepare(&format!(
+            "SELECT {ANNOTATION_COLUMNS} FROM {ANNOTATION_FROM}
+             WHERE a.project_id = ? AND a.deleted = 0
+             ORDER BY a.study_instance_uid, a.seq"
+        ))?;
+        let rows = stmt
+            .query_map(params![project], annotation_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// One annotation and its compressed mask, if the caller may see it.
+    pub fn annotation_mask(
+        &self,
+        who: &Principal,
+        role: Role,
+        project: &Project,
+        id: &str,
+    ) -> Result<(Annotation, Vec<u8>), DbError> {
+        let c = self.r()?;
+        let a = load_annotation(&c, id)?
+            .filter(|a| a.project_id == project.id && !a.deleted)
+            .ok_or_else(|| DbError::NotFound("annotation".into()))?;
+        if !study_visible(&c, who, role, project.id, &a.study_instance_uid)?
+            || !(role.sees_all(project.blinded) || a.author_id == who.user_id)
+        {
+            return Err(DbError::NotFound("annotation".into()));
+        }
+        let mask: Option<Vec<u8>> = c.query_row(
+            "SELECT mask FROM annotations WHERE id = ?",
+            params![id],
+            |r| r.get(0),
+        )?;
+        let mask = mask.ok_or_else(|| DbError::NotFound("this annotation has no mask".into()))?;
+        Ok((a, mask))
+    }
+
+    /// Applies an operation on `study` of `project` in one transaction (checks, change,
+    /// operation number, audit row) and calls `on_commit` after the commit while still holding
+    /// the write lock, so that operations reach listeners in the order of their numbers.
+    pub fn apply(
+        &self,
+        who: &Principal,
+        project: i64,
+        study: &str,
+        op: Op,
+        on_commit: impl FnOnce(&Applied),
+    ) -> Result<Applied, ApplyError> {
+        let mut c = self.w()?;
+        let tx = c.transaction().map_err(DbError::from)?;
+        let role = role_of(&tx, who, project)?
+            .ok_or_else(|| DbError::Forbidden("not a member of this project".into()))?;
+        if !study_visible(&tx, who, role, project, study)? {
+            return Err(
+                DbError::Forbidden("this study is not open to you in this project".into()).into(),
+            );
+        }
+        if !role.may_annotate() {
+            return Err(DbError::Forbidden(format!("a {} cannot annotate", role.as_str())).into());
+        }
+        let (_, _, blinded, schema) = tx
+            .query_row(
+                "SELECT id, name, blinded, label_schema FROM projects WHERE id = ?",
+                params![project],
+                project_row,
+            )
+            .map_err(DbError::from)?;
+        let schema = to_project((0, String::new(), false, schema)).schema;
+        let now = now_ms();
+        let next_seq = |tx: &Transaction<'_>| -> Result<i64, DbError> {
+            Ok(tx.query_row(
+                "UPDATE project_studies SET seq = seq + 1 WHERE project_id = ? AND study_instance_uid = ?
+                 RETURNING seq",
+                params![project, study],
+                |r| r.get(0),
+            )?)
+        };
+        let (op_name, id) = match op {
+            Op::Create {
+                id,
+                location,
+                kind,
+                name,
+                payload,
+            } => {
+                let id = match id {
+                    Some(id) if valid_id(&id) => id,
+                    Some(_) => {
+                        return Err(DbError::Invalid(
+                            "annotation ids are 1 to 64 letters, digits, - or _".into(),
+                        )
+                        .into());
+                    }
+                    None => random_hex(16)?,
+                };
+                if let Some(existing) = load_annotation(&tx, &id).map_err(DbError::from)? {
+                    if existing.author_id == who.user_id
+                        && existing.project_id == project
+                        && existing.study_instance_uid == study
+                    {
+                        // A retry of a creation whose acknowledgement was lost.
+                        return Ok(Applied {
+                            op: "create",
+                            annotation: existing,
+                            changed: false,
+                        });
+                    }
+                    return Err(DbError::Exists("an annotation with this id".into()).into());
+                }
+                let (payload, measurement, mask) =
+                    validate(&tx, &schema, study, &location, &kind, &name, &payload)?;
+                let seq = next_seq(&tx)?;
+                tx.execute(
+                    "INSERT INTO annotations (id, project_id, study_instance_uid, series_instance_uid,
+                        sop_instance_uid, frame, kind, name, payload, measurement, mask, author_id,
+                        version, seq, created_at, updated_at, updated_by, deleted)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, 0)",
+                    params![
+                        id,
+                        project,
+                        study,
+                        location.series_instance_uid,
+                        location.sop_instance_uid,
+                        location.frame,
+                        kind,
+                        name,
+                        payload.to_string(),
+                        measurement.as_ref().map(Value::to_string),
+                        mask,
+                        who.user_id,
+                        seq,
+                        now,
+                        now,
+                        who.user_id
+                    ],
+                )
+                .map_err(DbError::from)?;
+                ("create", id)
+            }
+            Op::Update {
+                id,
+                version,
+                payload,
+            } => {
+                let current =
+                    Self::current(&tx, who, (role, blinded), project, study, &id, version)?;
+                let (payload, measurement, mask) = validate(
+                    &tx,
+                    &schema,
+                    study,
+                    &current.location,
+                    &current.kind,
+                    &current.name,
+                    &payload,
+                )?;
+                let seq = next_seq(&tx)?;
+                tx.execute(
+                    "UPDATE annotations SET payload = ?, measurement = ?, mask = ?, version = version + 1,
+                        seq = ?, updated_at = ?, updated_by = ? WHERE id = ?",
+                    params![
+                        payload.to_string(),
+                        measurement.as_ref().map(Value::to_string),
+                        mask,
+                        seq,
+                        now,
+                        who.user_id,
+                        id
+                    ],
+                )
+                .map_err(DbError::from)?;
+                ("update", id)
+            }
+            Op::Delete { id, version } => {
+                Self::current(&tx, who, (role, blinded), project, study, &id, version)?;
+                let seq = next_seq(&tx)?;
+                tx.execute(
+                    "UPDATE annotations SET deleted = 1, mask = NULL, version = version + 1, seq = ?,
+                        updated_at = ?, updated_by = ? WHERE id = ?",
+                    params![seq, now, who.user_id, id],
+                )
+                .map_err(DbError::from)?;
+                ("delete", id)
+            }
+        };
+        let annotation = load_annotation(&tx, &id)
+            .map_err(DbError::from)?
+            .ok_or_else(|| DbError::NotFound("annotation".into()))?;
+        audit(
+            &tx,
+            Some(who.user_id),
+            Some(project),
+            &format!("annotation.{op_name}"),
+            &format!("annotation:{id}"),
+            &json!({
+                "study": study,
+                "version": annotation.version,
+                "seq": annotation.seq,
+                "kind": annotation.kind,
+                "name": annotation.name,
+                "frame": annotation.location.frame,
+                "payload": annotation.payload,
+            }),
+        )
+        .map_err(DbError::from)?;
+        tx.commit().map_err(DbError::from)?;
+        let applied = Applied {
+            op: op_name,
+            annotation,
+            changed: true,
+        };
+        on_commit(&applied);
+        drop(c);
+        Ok(applied)
+    }
+
+    /// The current state of an annotation that `who` means to change at `version`.
+    fn current(
+        tx: &Transaction<'_>,
+        who: &Principal,
+        (role, blinded): (Role, bool),
+        project: i64,
+        study: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Annotation, ApplyError> {
+        let current = load_annotation(tx, id)
+            .map_err(DbError::from)?
+            .filter(|a| a.project_id == project && a.study_instance_uid == study)
+            .ok_or_else(|| DbError::NotFound("annotation".into()))?;
+        if role == Role::Annotator && current.author_id != who.user_id {
+            // In blinded projects this must not reveal that the annotation exists.
+            return Err(if blinded {
+                DbError::NotFound("annotation".into())
+            } else {
+                DbError::Forbidden("annotators change only their own annotations".into())
+            }
+            .into());
+        }
+        if current.deleted || current.version != version {
+            return Err(ApplyError::Conflict(Box::new(current)));
+        }
+        Ok(current)
+    }
+
+    /// The latest audit rows of a project (admins), newest first.
+    pub fn audit(&self, project: i64, limit: usize) -> Result<Vec<Value>, DbError> {
+        let c = self.r()?;
+        let mut stmt = c.prepare(
+            "SELECT a.id, a.at, u.username, a.action, a.target, a.detail FROM audit a
+             LEFT JOIN users u ON u.id = a.user_id WHERE a.project_id = ? ORDER BY a.id DESC LIMIT ?",
+        )?;
+        let rows = stmt.query_map(params![project, limit as i64], |r| {
+            let detail: String = r.get(5)?;
+            Ok(json!({
+                "id": r.get::<_, i64>(0)?,
+                "at": r.get::<_, i64>(1)?,
+                "user": r.get::<_, Option<String>>(2)?,
+                "action": r.get::<_, String>(3)?,
+                "target": r.get::<_, String>(4)?,
+                "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null),
+            }))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Records a change made outside this module (a DICOMweb upload).
+    pub fn record(
+        &self,
+        who: Option<&Principal>,
+        action: &str,
+        target: &str,
+        detail: &Value,
+    ) -> Result<(), DbError> {
+        let c = self.w()?;
+        audit(&c, who.map(|p| p.user_id), None, action, target, detail)?;
+        Ok(())
+    }
+}
+
+fn require_admin(c: &Connection, who: &Principal, project: i64) -> Result<(), DbError> {
+    match role_of(c, who, project)? {
+        Some(Role::Admin) => Ok(()),
+        Some(r) => Err(DbError::Forbidden(format!(
+            "a {} cannot manage the project",
+            r.as_str()
+        ))),
+        None => Err(DbError::NotFound("project".into())),
+    }
+}

@@ -1,0 +1,347 @@
+//! The demo's learning stages: join the cohort's label sheet to the curated arrays, train one
+//! compact R(2+1)D per clinical task, export bundles, predict the held-out patients and merge the
+//! predictions into one table for `bedside evaluate`.
+//!
+//! Every step runs the same subcommand a user would (`train`, `export`, `predict`) with
+//! configuration files written into the demo folder, so a user can rerun or edit any of them.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use sha2::Digest as _;
+
+use crate::ui::Ctx;
+
+/// One model the demo trains.
+#[derive(Debug, Clone, Copy)]
+pub struct Task {
+    /// Short name (config, run and bundle folder).
+    pub name: &'static str,
+    /// What it predicts, in words.
+    pub what: &'static str,
+    /// The `[task]` table and its label columns, as TOML.
+    pub toml: &'static str,
+    /// Metric that picks the best epoch.
+    pub select_by: &'static str,
+    /// Prediction columns renamed into the merged table (`from`, `to`).
+    pub columns: &'static [(&'static str, &'static str)],
+    /// Prediction columns whose name starts with this prefix are copied as they are.
+    pub keep_prefix: Option<&'static str>,
+}
+
+/// The three clinical tasks of the demo.
+pub const TASKS: [Task; 3] = [
+    Task {
+        name: "ef",
+        what: "ejection fraction (regression, Huber loss)",
+        toml: r#"[data.columns]
+study = "study_key"
+value = "ef_observed"
+groups = ["sex", "site"]
+
+[task]
+kind = "regression"
+regression_loss = "huber"
+huber_delta = 1.0
+"#,
+        select_by: "val_mae",
+        columns: &[("value", "ef_pred"), ("value_std", "ef_pred_std")],
+        keep_prefix: None,
+    },
+    Task {
+        name: "reduced-ef",
+        what: "reduced EF < 40 % (evidential classification, Dirichlet uncertainty)",
+        toml: r#"[data.columns]
+study = "study_key"
+class = "reduced_ef_observed"
+groups = ["sex", "site"]
+
+[task]
+kind = "evidential"
+classes = 2
+evidence = "softplus"
+evidential_term = "mse"
+annealing_epochs = 4
+"#,
+        select_by: "val_auroc",
+        columns: &[
+            ("prob_1", "prob_reduced_ef"),
+            ("prob_1_std", "prob_reduced_ef_std"),
+            ("uncertainty", "uncertainty"),
+        ],
+        keep_prefix: None,
+    },
+    Task {
+        name: "survival",
+        what: "time to cardiac event (discrete-time logistic hazard, fused with age)",
+        toml: r#"[data.columns]
+study = "study_key"
+time = "time_days"
+event = "event"
+groups = ["sex", "site"]
+
+[task]
+kind = "survival"
+survival = "logistic_hazard"
+time_bins = 8
+tabular = ["age"]
+"#,
+        select_by: "val_cindex",
+        columns: &[("risk", "risk"), ("risk_std", "risk_std")],
+        keep_prefix: Some("surv@"),
+    },
+];
+
+/// How the demo trains.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// Epochs per model.
+    pub epochs: usize,
+    /// Side of the sector-cropped frames (`bedside curate --resize`).
+    pub size: usize,
+    /// Clips per study at prediction time (evenly spaced).
+    pub max_clips: usize,
+    /// Seed of every model.
+    pub seed: u64,
+}
+
+/// Writes `labels.csv`: the cohort's `studies.csv` with the SHA-256 of each study's DICOM file
+/// in front, the key that `bedside curate`'s `metadata.csv` also records (`input_sha256`), so
+/// labels join the curated arrays without any identifier. Returns the row count.
+pub fn label_sheet(cohort: &Path, out: &Path) -> anyhow::Result<usize> {
+    let studies = cohort.join("studies.csv");
+    let mut reader = csv::Reader::from_path(&studies)
+        .with_context(|| format!("reading {}", studies.display()))?;
+    let header = reader.headers()?.clone();
+    let file_col = header
+        .iter()
+        .position(|h| h == "file")
+        .with_context(|| format!("{} has no `file` column", studies.display()))?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(std::iter::once("input_sha256").chain(header.iter()))?;
+    let mut rows = 0;
+    for record in reader.records() {
+        let record = record?;
+        let file = cohort.join(record.get(file_col).unwrap_or_default());
+        let digest = sha256_file(&file)?;
+        w.write_record(std::iter::once(digest.as_str()).chain(record.iter()))?;
+        rows += 1;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    bedside_core::fsio::write_atomic(out, &bytes)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(rows)
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The experiment configuration of one task, with paths relative to the `configs/` folder.
+pub fn config_toml(task: &Task, budget: &Budget) -> String {
+    format!(
+        r#"# Written by `bedside demo`: {what}.
+# Rerun with: bedside train --config configs/{name}.toml --run runs/{name}-again
+name = "demo-{name}"
+intended_use = "Research demonstration on synthetic echocardiograms. Not validated on real patients; not for clinical decisions."
+seed = {seed}
+
+[data]
+manifest = "../curated/metadata.csv"
+labels = "../labels.csv"
+join_key = "input_sha256"
+clip_length = 16
+period = 2
+size = {size}
+resized_copy = {size}
+workers = 1
+
+[data.augment]
+shift_pad = {pad}
+
+[model]
+backbone = "r2plus1d_18"
+width = 0.25
+layers = [1, 1, 1, 1]
+
+{task}
+[optimizer]
+kind = "adamw"
+lr = 0.001
+weight_decay = 0.0001
+
+[schedule]
+kind = "cosine"
+warmup_epochs = 1
+
+[training]
+epochs = {epochs}
+batch_size = 8
+grad_clip_norm = 5.0
+
+[training.early_stopping]
+metric = "{select}"
+"#,
+        what = task.what,
+        name = task.name,
+        seed = budget.seed,
+        size = budget.size,
+        pad = (budget.size / 16).max(1),
+        task = task.toml,
+        epochs = budget.epochs,
+        select = task.select_by,
+    )
+}
+
+#[derive(clap::Parser, Debug)]
+struct TrainCommand {
+    #[command(flatten)]
+    args: super::super::train::Args,
+}
+
+#[derive(clap::Parser, Debug)]
+struct ExportCommand {
+    #[command(flatten)]
+    args: super::super::export::Args,
+}
+
+#[derive(clap::Parser, Debug)]
+struct PredictCommand {
+    #[command(flatten)]
+    args: super::super::predict::Args,
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Trains, exports and predicts one task; returns the predictions table of the test split.
+pub fn train_task(dir: &Path, task: &Task, budget: &Budget, ctx: &Ctx) -> anyhow::Result<PathBuf> {
+    let config = dir.join("configs").join(format!("{}.toml", task.name));
+    bedside_core::fsio::write_atomic(&config, config_toml(task, budget).as_bytes())
+        .with_context(|| format!("writing {}", config.display()))?;
+    let run = dir.join("runs").join(task.name);
+    let bundle = dir.join("bundles").join(task.name);
+    let predictions = dir.join("predictions").join(format!("{}.csv", task.name));
+    let (c, r, b, p) = (
+        config.display().to_string(),
+        run.display().to_string(),
+        bundle.display().to_string(),
+        predictions.display().to_string(),
+    );
+    let train = TrainCommand::try_parse_from(strings(&["train", "--config", &c, "--run", &r]))
+        .context("building the demo's train arguments")?;
+    super::super::train::run(train.args, ctx)?;
+    let export = ExportCommand::try_parse_from(strings(&["export", "--run", &r, "--out", &b]))
+        .context("building the demo's export arguments")?;
+    super::super::export::run(export.args, ctx)?;
+    let manifest = dir.join("curated").join("metadata.csv");
+    let labels = dir.join("labels.csv");
+    let (m, l, clips) = (
+        manifest.display().to_string(),
+        labels.display().to_string(),
+        budget.max_clips.to_string(),
+    );
+    let predict = PredictCommand::try_parse_from(strings(&[
+        "predict",
+        "--bundle",
+        &b,
+        "--manifest",
+        &m,
+        "--labels",
+        &l,
+        "--join-key",
+        "input_sha256",
+        "--study",
+        "study_key",
+        "--split",
+        "test",
+        "--max-clips",
+        &clips,
+        "--out",
+        &p,
+    ]))
+    .context("building the demo's predict arguments")?;
+    super::super::predict::run(predict.args, ctx)?;
+    Ok(predictions)
+}
+
+/// Joins the per-task prediction tables on `study_key` into one table with the column names
+/// `bedside evaluate` is pointed at (`ef_pred`, `prob_reduced_ef`, `uncertainty`, `risk`,
+/// `surv@…`). Returns the row count.
+pub fn merge_predictions(parts: &[(Task, PathBuf)], out: &Path) -> anyhow::Result<usize> {
+    let mut header: Vec<String> = vec!["study_key".into()];
+    let mut rows: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (task, path) in parts {
+        let mut reader =
+            csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+        let names = reader.headers()?.clone();
+        let key = names
+            .iter()
+            .position(|h| h == "study_key")
+            .with_context(|| format!("{} has no study_key column", path.display()))?;
+        let mut picks: Vec<(usize, String)> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let renamed = task
+                .columns
+                .iter()
+                .find(|(from, _)| *from == name)
+                .map(|(_, to)| to.to_string())
+                .or_else(|| {
+                    task.keep_prefix
+                        .filter(|p| name.starts_with(p) && !name.ends_with("_std"))
+                        .map(|_| name.to_string())
+                });
+            if let Some(to) = renamed {
+                picks.push((i, to));
+            }
+        }
+        for (_, to) in &picks {
+            header.push(to.clone());
+        }
+        for record in reader.records() {
+            let record = record?;
+            let row = rows
+                .entry(record.get(key).unwrap_or_default().to_string())
+                .or_default();
+            for (i, to) in &picks {
+                row.insert(to.clone(), record.get(*i).unwrap_or_default().to_string());
+            }
+        }
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&header)?;
+    let mut complete = 0;
+    for (study, values) in &rows {
+        // A study missing from one table would give a half-empty row: leave it out.
+        if header[1..].iter().any(|h| !values.contains_key(h)) {
+            continue;
+        }
+        w.write_record(
+            std::iter::once(study.as_str()).chain(header[1..].iter().map(|h| values[h].as_str())),
+        )?;
+        complete += 1;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    bedside_core::fsio::write_atomic(out, &bytes)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(complete)
+}

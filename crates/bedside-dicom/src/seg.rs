@@ -1,0 +1,925 @@
+//! DICOM Segmentation (SEG) objects: binary segments, one frame per segment and source frame,
+//! referencing the frames of a multi-frame image (an ultrasound cine) or the instances of a
+//! single-frame series.
+//!
+//! The object is the Segmentation IOD (PS3.3 A.51) with `SegmentationType` BINARY
+//! (`BitsAllocated` 1; pixels packed eight to a byte, first pixel in the least significant bit,
+//! frames following each other without padding). Each frame carries, in its per-frame
+//! functional group, the segment it belongs to (Segment Identification), where it came from
+//! (Derivation Image → Source Image with `ReferencedFrameNumber` for multi-frame sources) and
+//! its position in the two dimensions segment × source frame (Frame Content →
+//! `DimensionIndexValues`, the second index held in `TemporalPositionIndex`). Sources without
+//! a frame of reference (ultrasound) need no plane position or orientation, and none is
+//! written; sources with one are refused ([`SegError::FrameOfReference`]) rather than written
+//! without the geometry the IOD would then require.
+//!
+//! ```
+//! use bedside_dicom::seg::{Segment, SegmentAlgorithm, SegmentFrame, Segmentation, SourceImage};
+//! use bedside_dicom::sr::SourceStudy;
+//! let source = SourceImage {
+//!     sop_class_uid: "1.2.840.10008.5.1.4.1.1.3.1".into(),
+//!     sop_instance_uid: "2.25.1".into(),
+//!     series_instance_uid: "2.25.2".into(),
+//!     number_of_frames: 2,
+//!     rows: 2,
+//!     columns: 4,
+//! };
+//! let study = SourceStudy { study_instance_uid: "2.25.3".into(), ..Default::default() };
+//! let mut seg = Segmentation::new(study, vec![source], "2.25.4", "2.25.5");
+//! seg.content_date = "20260101".into();
+//! seg.content_time = "120000".into();
+//! seg.segments.push(Segment::left_ventricle(
+//!     SegmentAlgorithm::Manual,
+//!     vec![SegmentFrame { source: 0, frame: 2, mask: vec![0, 1, 1, 0, 0, 1, 1, 0] }],
+//! ));
+//! let obj = seg.to_object().unwrap();
+//! assert!(bedside_dicom::write::encode_file(obj, bedside_dicom::ts::EXPLICIT_VR_LE).is_ok());
+//! ```
+
+use dicom_core::value::PrimitiveValue;
+use dicom_core::{DataElement, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+
+use crate::elements::{code_item, put_empty, put_is, put_seq, put_str, put_tag, put_u16, put_u32};
+use crate::sr::{Code, SourceStudy};
+
+/// SOP Class UID of Segmentation Storage.
+pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+
+/// Why a segmentation could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SegError {
+    /// A required UID is missing or malformed.
+    #[error("{0} is missing or not a valid UID")]
+    InvalidUid(&'static str),
+    /// There is nothing to write.
+    #[error("the segmentation has no segments or no frames")]
+    Empty,
+    /// A mask does not have one value per pixel of the source.
+    #[error("segment {segment} frame {frame}: mask has {actual} pixels, the source has {expected}")]
+    MaskSize {
+        /// Segment number (1-based).
+        segment: usize,
+        /// Frame number in the source (1-based).
+        frame: u32,
+        /// Pixels needed.
+        expected: usize,
+        /// Pixels given.
+        actual: usize,
+    },
+    /// A frame refers to a source or frame number that does not exist.
+    #[error("segment {segment}: source {source_index} frame {frame} does not exist")]
+    NoSuchSourceFrame {
+        /// Segment number (1-based).
+        segment: usize,
+        /// Index into the sources.
+        source_index: usize,
+        /// Frame number (1-based).
+        frame: u32,
+    },
+    /// The same source frame appears twice in one segment.
+    #[error("segment {segment}: source {source_index} frame {frame} is given twice")]
+    DuplicateFrame {
+        /// Segment number (1-based).
+        segment: usize,
+        /// Index into the sources.
+        source_index: usize,
+        /// Frame number (1-based).
+        frame: u32,
+    },
+    /// The sources differ in size.
+    #[error("the source images differ in rows or columns")]
+    SourceGeometry,
+    /// A source attribute is missing.
+    #[error("the source image lacks {0}")]
+    MissingSourceAttribute(&'static str),
+    /// A source has a frame of reference, which needs plane geometry this writer does not write.
+    #[error(
+        "the source has a Frame of Reference; writing its plane position and orientation is not supported"
+    )]
+    FrameOfReference,
+    /// A text value does not fit its VR.
+    #[error("{what}: {reason}")]
+    InvalidText {
+        /// The attribute.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// More frames than a 32-bit count or a packed pixel stream can address.
+    #[error("the segmentation is too large ({0} frames)")]
+    TooLarge(usize),
+}
+
+/// One image that the segmentation is derived from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceImage {
+    /// SOP Class UID.
+    pub sop_class_uid: String,
+    /// SOP Instance UID.
+    pub sop_instance_uid: String,
+    /// Series Instance UID.
+    pub series_instance_uid: String,
+    /// Number of Frames (1 for a single-frame image).
+    pub number_of_frames: u32,
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub columns: u16,
+}
+
+impl SourceImage {
+    /// Reads the references and geometry from a source image. Refuses sources with a Frame of
+    /// Reference (see the module documentation).
+    pub fn from_object(obj: &InMemDicomObject) -> Result<Self, SegError> {
+        let text = |tag| {
+            obj.element_opt(tag)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_str().ok())
+                .map(|v| v.trim_end_matches(['\0', ' ']).to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let int = |tag| {
+            obj.element_opt(tag)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_int::<u32>().ok())
+        };
+        if text(tags::FRAME_OF_REFERENCE_UID).is_some() {
+            return Err(SegError::FrameOfReference);
+        }
+        let rows = int(tags::ROWS).ok_or(SegError::MissingSourceAttribute("Rows"))?;
+        let columns = int(tags::COLUMNS).ok_or(SegError::MissingSourceAttribute("Columns"))?;
+        Ok(Self {
+            sop_class_uid: text(tags::SOP_CLASS_UID)
+                .ok_or(SegError::MissingSourceAttribute("SOP Class UID"))?,
+            sop_instance_uid: text(tags::SOP_INSTANCE_UID)
+                .ok_or(SegError::MissingSourceAttribute("SOP Instance UID"))?,
+            series_instance_uid: text(tags::SERIES_INSTANCE_UID)
+                .ok_or(SegError::MissingSourceAttribute("Series Instance UID"))?,
+            number_of_frames: int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1),
+            rows: u16::try_from(rows).map_err(|_| SegError::MissingSourceAttribute("Rows"))?,
+            columns: u16::try_from(columns)
+                .map_err(|_| SegError::MissingSourceAttribute("Columns"))?,
+        })
+    }
+
+    fn is_multiframe(&self) -> bool {
+        self.number_of_frames > 1
+    }
+}
+
+/// How a segment was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentAlgorithm {
+    /// Drawn by a person.
+    Manual,
+    /// Drawn by a person with the help of an algorithm (named).
+    SemiAutomatic(String),
+    /// Computed by an algorithm (named), such as a model or a phantom's ground truth.
+    Automatic(String),
+}
+
+/// One mask frame of a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFrame {
+    /// Index into [`Segmentation::sources`].
+    pub source: usize,
+    /// Frame number in that source (1-based; 1 for single-frame sources).
+    pub frame: u32,
+    /// One value per pixel, row by row; non-zero is inside the segment.
+    pub mask: Vec<u8>,
+}
+
+/// One segment: what it is and its mask frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Segment Label.
+    pub label: String,
+    /// Segmented Property Category (for example SCT 91723000 "Anatomical structure").
+    pub category: Code,
+    /// Segmented Property Type (for example SCT 87878005 "Left ventricle of heart").
+    pub property_type: Code,
+    /// How it was made.
+    pub algorithm: SegmentAlgorithm,
+    /// Mask frames (any order; written sorted by source and frame).
+    pub frames: Vec<SegmentFrame>,
+}
+
+impl Segment {
+    /// The left ventricle (SCT 87878005) as an anatomical structure (SCT 91723000).
+    pub fn left_ventricle(algorithm: SegmentAlgorithm, frames: Vec<SegmentFrame>) -> Self {
+        Self {
+            label: "Left ventricle".into(),
+            category: Code::new("91723000", "SCT", "Anatomical Structure"),
+            property_type: Code::new("87878005", "SCT", "Left ventricle of heart"),
+            algorithm,
+            frames,
+        }
+    }
+}
+
+/// A Segmentation instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segmentation {
+    /// Patient and study of the sources.
+    pub study: SourceStudy,
+    /// Images the segments are derived from (all in one study, same rows and columns).
+    pub sources: Vec<SourceImage>,
+    /// Segments, numbered from 1 in this order.
+    pub segments: Vec<Segment>,
+    /// Series Instance UID of the segmentation.
+    pub series_instance_uid: String,
+    /// SOP Instance UID of the segmentation.
+    pub sop_instance_uid: String,
+    /// Series Number.
+    pub series_number: i64,
+    /// Instance Number.
+    pub instance_number: i64,
+    /// Series Description (omitted when empty).
+    pub series_description: String,
+    /// Content Label (CS: capitals, digits, space, underscore; up to 16 characters).
+    pub content_label: String,
+    /// Content Description (may be empty).
+    pub content_description: String,
+    /// Content Creator's Name (PN; may be empty).
+    pub content_creator: String,
+    /// Manufacturer.
+    pub manufacturer: String,
+    /// Manufacturer's Model Name.
+    pub model_name: String,
+    /// Device Serial Number.
+    pub device_serial_number: String,
+    /// Software Versions.
+    pub software_versions: String,
+    /// Content Date (`YYYYMMDD`).
+    pub content_date: String,
+    /// Content Time (`HHMMSS`).
+    pub content_time: String,
+    /// Leave out frames whose mask is empty (the source frame then has no frame in the
+    /// segment, which readers take as empty).
+    pub skip_empty_frames: bool,
+}
+
+impl Segmentation {
+    /// A segmentation of `sources` with the given UIDs and Bedside's equipment attributes;
+    /// segments and content date and time still to be set.
+    pub fn new(
+        study: SourceStudy,
+        sources: Vec<SourceImage>,
+        series_uid: &str,
+        sop_uid: &str,
+    ) -> Self {
+        Self {
+            study,
+            sources,
+            segments: Vec::new(),
+            series_instance_uid: series_uid.into(),
+            sop_instance_uid: sop_uid.into(),
+            series_number: 9101,
+            instance_number: 1,
+            series_description: String::new(),
+            content_label: "SEGMENTATION".into(),
+            content_description: String::new(),
+            content_creator: String::new(),
+            manufacturer: "Bedside".into(),
+            model_name: "bedside".into(),
+            device_serial_number: "1".into(),
+            software_versions: env!("CARGO_PKG_VERSION").into(),
+            content_date: String::new(),
+            content_time: String::new(),
+            skip_empty_frames: false,
+        }
+    }
+
+    fn check(&self) -> Result<(u16, u16), SegError> {
+        for (uid, what) in [
+            (&self.sop_instance_uid, "SOP Instance UID"),
+            (&self.series_instance_uid, "Series Instance UID"),
+            (&self.study.study_instance_uid, "Study Instance UID"),
+        ] {
+            if !crate::uid::is_valid(uid) {
+                return Err(SegError::InvalidUid(what));
+            }
+        }
+        for s in &self.sources {
+            for (uid, what) in [
+                (&s.sop_instance_uid, "source SOP Instance UID"),
+                (&s.sop_class_uid, "source SOP Class UID"),
+                (&s.series_instance_uid, "source Series Instance UID"),
+            ] {
+                if !crate::uid::is_valid(uid) {
+                    return Err(SegError::InvalidUid(what));
+                }
+            }
+        }
+        let label_ok = !self.content_label.is_empty()
+            && self.content_label.len() <= 16
+            && self
+                .content_label
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ' || b == b'_');
+        if !label_ok {
+            return Err(SegError::InvalidText {
+                what: "Content Label",
+                reason: "needs 1–16 capitals, digits, spaces or underscores".into(),
+            });
+        }
+        for (v, what, len) in [
+            (&self.content_date, "Content Date", 8),
+            (&self.content_time, "Content Time", 6),
+        ] {
+            if v.len() < len || !v.bytes().take(len).all(|b| b.is_ascii_digit()) {
+                return Err(SegError::InvalidText {
+                    what,
+                    reason: format!("needs at least {len} digits"),
+                });
+            }
+        }
+        let first = self.sources.first().ok_or(SegError::Empty)?;
+        let (rows, columns) = (first.rows, first.columns);
+        if self
+            .sources
+            .iter()
+            .any(|s| s.rows != rows || s.columns != columns)
+        {
+            return Err(SegError::SourceGeometry);
+        }
+        if rows == 0 || columns == 0 {
+            return Err(SegError::SourceGeometry);
+        }
+        Ok((rows, columns))
+    }
+
+    /// The frames to write, in order: (segment index, frame) sorted by segment, source, frame.
+    fn ordered_frames(&self, pixels: usize) -> Result<Vec<(usize, &SegmentFrame)>, SegError> {
+        let mut out = Vec::new();
+        for (k, seg) in self.segments.iter().enumerate() {
+            let mut frames: Vec<&SegmentFrame> = seg.frames.iter().collect();
+            frames.sort_by_key(|f| (f.source, f.frame));
+            for (i, f) in frames.iter().enumerate() {
+                let exists = self
+                    .sources
+                    .get(f.source)
+                    .is_some_and(|s| f.frame >= 1 && f.frame <= s.number_of_frames);
+                if !exists {
+                    return Err(SegError::NoSuchSourceFrame {
+                        segment: k + 1,
+                        source_index: f.source,
+                        frame: f.frame,
+                    });
+                }
+                if i > 0 && (frames[i - 1].source, frames[i - 1].frame) == (f.source, f.frame) {
+                    return Err(SegError::DuplicateFrame {
+                        segment: k + 1,
+                        source_index: f.source,
+                        frame: f.frame,
+                    });
+                }
+                if f.mask.len() != pixels {
+                    return Err(SegError::MaskSize {
+                        segment: k + 1,
+                        frame: f.frame,
+                        expected: pixels,
+                        actual: f.mask.len(),
+                    });
+                }
+                if self.skip_empty_frames && f.mask.iter().all(|&v| v == 0) {
+                    continue;
+                }
+                out.push((k, *f));
+            }
+        }
+        if out.is_empty() {
+            return Err(SegError::Empty);
+        }
+        Ok(out)
+    }
+
+    /// The data set (no file meta group; write it with [`crate::write::encode_file`] in
+    /// Explicit VR Little Endian).
+    pub fn to_object(&self) -> Result<InMemDicomObject, SegError> {
+        let (rows, columns) = self.check()?;
+        let pixels = rows as usize * columns as usize;
+        let frames = self.ordered_frames(pixels)?;
+        if frames.len() > u32::MAX as usize
+            || (frames.len() as u128) * (pixels as u128) > u32::MAX as u128 * 8 - 16
+        {
+            return Err(SegError::TooLarge(frames.len()));
+        }
+        // The second dimension: each referenced source frame's position, in source order.
+        let mut positions: Vec<(usize, u32)> =
+            frames.iter().map(|(_, f)| (f.source, f.frame)).collect();
+        positions.sort_unstable();
+        positions.dedup();
+
+        let mut obj = InMemDicomObject::new_empty();
+        let s = &self.study;
+        // SOP Common.
+        put_str(&mut obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+        put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, SEGMENTATION_STORAGE);
+        put_str(
+            &mut obj,
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            &self.sop_instance_uid,
+        );
+        // Patient.
+        put_str(&mut obj, tags::PATIENT_NAME, VR::PN, &s.patient_name);
+        put_str(&mut obj, tags::PATIENT_ID, VR::LO, &s.patient_id);
+        put_str(
+            &mut obj,
+            tags::PATIENT_BIRTH_DATE,
+            VR::DA,
+            &s.patient_birth_date,
+        );
+        put_str(&mut obj, tags::PATIENT_SEX, VR::CS, &s.patient_sex);
+        // General Study.
+        put_str(
+            &mut obj,
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            &s.study_instance_uid,
+        );
+        put_str(&mut obj, tags::STUDY_DATE, VR::DA, &s.study_date);
+        put_str(&mut obj, tags::STUDY_TIME, VR::TM, &s.study_time);
+        put_str(
+            &mut obj,
+            tags::REFERRING_PHYSICIAN_NAME,
+            VR::PN,
+            &s.referring_physician_name,
+        );
+        put_str(&mut obj, tags::STUDY_ID, VR::SH, &s.study_id);
+        put_str(
+            &mut obj,
+            tags::ACCESSION_NUMBER,
+            VR::SH,
+            &s.accession_number,
+        );
+        // General Series and Segmentation Series.
+        put_str(&mut obj, tags::MODALITY, VR::CS, "SEG");
+        put_str(
+            &mut obj,
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            &self.series_instance_uid,
+        );
+        put_is(&mut obj, tags::SERIES_NUMBER, self.series_number);
+        if !self.series_description.is_empty() {
+            put_str(
+                &mut obj,
+                tags::SERIES_DESCRIPTION,
+                VR::LO,
+                &self.series_description,
+            );
+        }
+        // General and Enhanced General Equipment.
+        put_str(&mut obj, tags::MANUFACTURER, VR::LO, &self.manufacturer);
+        put_str(
+            &mut obj,
+            tags::MANUFACTURER_MODEL_NAME,
+            VR::LO,
+            &self.model_name,
+        );
+        put_str(
+            &mut obj,
+            tags::DEVICE_SERIAL_NUMBER,
+            VR::LO,
+            &self.device_serial_number,
+        );
+        put_str(
+            &mut obj,
+            tags::SOFTWARE_VERSIONS,
+            VR::LO,
+            &self.software_versions,
+        );
+        // General Image and Segmentation Image (Content Identification).
+        put_is(&mut obj, tags::INSTANCE_NUMBER, self.instance_number);
+        put_str(&mut obj, tags::CONTENT_DATE, VR::DA, &self.content_date);
+        put_str(&mut obj, tags::CONTENT_TIME, VR::TM, &self.content_time);
+        // Type 2C in General Image whenever no plane orientation is given, as here.
+        put_empty(&mut obj, tags::PATIENT_ORIENTATION, VR::CS);
+        put_str(&mut obj, tags::IMAGE_TYPE, VR::CS, "DERIVED\\PRIMARY");
+        put_str(&mut obj, tags::CONTENT_LABEL, VR::CS, &self.content_label);
+        put_str(
+            &mut obj,
+            tags::CONTENT_DESCRIPTION,
+            VR::LO,
+            &self.content_description,
+        );
+        put_str(
+            &mut obj,
+            tags::CONTENT_CREATOR_NAME,
+            VR::PN,
+            &self.content_creator,
+        );
+        put_str(&mut obj, tags::SEGMENTATION_TYPE, VR::CS, "BINARY");
+        put_str(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
+        // Image Pixel.
+        put_u16(&mut obj, tags::SAMPLES_PER_PIXEL, &[1]);
+        put_str(
+            &mut obj,
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            "MONOCHROME2",
+        );
+        put_u16(&mut obj, tags::ROWS, &[rows]);
+        put_u16(&mut obj, tags::COLUMNS, &[columns]);
+        put_u16(&mut obj, tags::BITS_ALLOCATED, &[1]);
+        put_u16(&mut obj, tags::BITS_STORED, &[1]);
+        put_u16(&mut obj, tags::HIGH_BIT, &[0]);
+        put_u16(&mut obj, tags::PIXEL_REPRESENTATION, &[0]);
+        put_is(&mut obj, tags::NUMBER_OF_FRAMES, frames.len() as i64);
+        // Segments.
+        let segment_items = self
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(k, seg)| segment_item(k + 1, seg))
+            .collect();
+        put_seq(&mut obj, tags::SEGMENT_SEQUENCE, segment_items);
+        // Multi-frame Dimension: segment × source frame.
+        let organization = crate::uid::from_hash(
+            format!("{}/dimension-organization", self.sop_instance_uid).as_bytes(),
+        );
+        let mut org = InMemDicomObject::new_empty();
+        put_str(
+            &mut org,
+            tags::DIMENSION_ORGANIZATION_UID,
+            VR::UI,
+            &organization,
+        );
+        put_seq(&mut obj, tags::DIMENSION_ORGANIZATION_SEQUENCE, vec![org]);
+        let dim = |pointer: Tag, group: Tag, label: &str| {
+            let mut d = InMemDicomObject::new_empty();
+            put_str(
+                &mut d,
+                tags::DIMENSION_ORGANIZATION_UID,
+                VR::UI,
+                &organization,
+            );
+            put_tag(&mut d, tags::DIMENSION_INDEX_POINTER, pointer);
+            put_tag(&mut d, tags::FUNCTIONAL_GROUP_POINTER, group);
+            put_str(&mut d, tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, label);
+            d
+        };
+        put_seq(
+            &mut obj,
+            tags::DIMENSION_INDEX_SEQUENCE,
+            vec![
+                dim(
+                    tags::REFERENCED_SEGMENT_NUMBER,
+                    tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+                    "Segment Number",
+                ),
+                dim(
+                    tags::TEMPORAL_POSITION_INDEX,
+                    tags::FRAME_CONTENT_SEQUENCE,
+                    "Source Frame",
+                ),
+            ],
+        );
+        // Multi-frame Functional Groups.
+        put_seq(
+            &mut obj,
+            tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+            vec![InMemDicomObject::new_empty()],
+        );
+        let per_frame = frames
+            .iter()
+            .map(|(k, f)| {
+                let position = positions
+                    .binary_search(&(f.source, f.frame))
+                    .map_or(0, |p| p + 1) as u32;
+                self.frame_item(*k + 1, f, position)
+            })
+            .collect();
+        put_seq(
+            &mut obj,
+            tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+            per_frame,
+        );
+        // Common Instance Reference: every source, by series.
+        let mut series: Vec<&str> = Vec::new();
+        for src in &self.sources {
+            if !series.contains(&src.series_instance_uid.as_str()) {
+                series.push(&src.series_instance_uid);
+            }
+        }
+        let series_items = series
+            .iter()
+            .map(|uid| {
+                let instances = self
+                    .sources
+                    .iter()
+                    .filter(|src| src.series_instance_uid == *uid)
+                    .map(|src| {
+                        let mut i = InMemDicomObject::new_empty();
+                        put_str(
+                            &mut i,
+                            tags::REFERENCED_SOP_CLASS_UID,
+                            VR::UI,
+                            &src.sop_class_uid,
+                        );
+                        put_str(
+                            &mut i,
+                            tags::REFERENCED_SOP_INSTANCE_UID,
+                            VR::UI,
+                            &src.sop_instance_uid,
+                        );
+                        i
+                    })
+                    .collect();
+                let mut item = InMemDicomObject::new_empty();
+                put_seq(&mut item, tags::REFERENCED_INSTANCE_SEQUENCE, instances);
+                put_str(&mut item, tags::SERIES_INSTANCE_UID, VR::UI, uid);
+                item
+            })
+            .collect();
+        put_seq(&mut obj, tags::REFERENCED_SERIES_SEQUENCE, series_items);
+        // Pixel Data: one bit per pixel, frames back to back.
+        let packed = pack_bits(frames.iter().map(|(_, f)| f.mask.as_slice()));
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            PrimitiveValue::U8(packed.into()),
+        ));
+        Ok(obj)
+    }
+
+    fn frame_item(&self, segment: usize, f: &SegmentFrame, position: u32) -> InMemDicomObject {
+        let src = &self.sources[f.source];
+        let mut source_ref = InMemDicomObject::new_empty();
+        put_str(
+            &mut source_ref,
+            tags::REFERENCED_SOP_CLASS_UID,
+            VR::UI,
+            &src.sop_class_uid,
+        );
+        put_str(
+            &mut source_ref,
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            &src.sop_instance_uid,
+        );
+        if src.is_multiframe() {
+            put_is(
+                &mut source_ref,
+                tags::REFERENCED_FRAME_NUMBER,
+                f.frame as i64,
+            );
+        }
+        // The masks are drawn on the source's own pixel grid.
+        put_str(
+            &mut source_ref,
+            tags::SPATIAL_LOCATIONS_PRESERVED,
+            VR::CS,
+            "YES",
+        );
+        put_seq(
+            &mut source_ref,
+            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+            vec![code_item(
+                "121322",
+                "DCM",
+                "Source image for image processing operation",
+            )],
+        );
+        let mut derivation = InMemDicomObject::new_empty();
+        put_seq(
+            &mut derivation,
+            tags::DERIVATION_CODE_SEQUENCE,
+            vec![code_item("113076", "DCM", "Segmentation")],
+        );
+        put_seq(
+            &mut derivation,
+            tags::SOURCE_IMAGE_SEQUENCE,
+            vec![source_ref],
+        );
+
+        let mut content = InMemDicomObject::new_empty();
+        put_u32(&mut content, tags::TEMPORAL_POSITION_INDEX, &[position]);
+        put_u32(
+            &mut content,
+            tags::DIMENSION_INDEX_VALUES,
+            &[segment as u32, position],
+        );
+        let mut ident = InMemDicomObject::new_empty();
+        put_u16(
+            &mut ident,
+            tags::REFERENCED_SEGMENT_NUMBER,
+            &[segment as u16],
+        );
+
+        let mut item = InMemDicomObject::new_empty();
+        put_seq(&mut item, tags::DERIVATION_IMAGE_SEQUENCE, vec![derivation]);
+        put_seq(&mut item, tags::FRAME_CONTENT_SEQUENCE, vec![content]);
+        put_seq(
+            &mut item,
+            tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+            vec![ident],
+        );
+        item
+    }
+}
+
+fn segment_item(number: usize, seg: &Segment) -> InMemDicomObject {
+    let code = |c: &Code| code_item(&c.value, &c.scheme, &c.meaning);
+    let mut item = InMemDicomObject::new_empty();
+    put_u16(&mut item, tags::SEGMENT_NUMBER, &[number as u16]);
+    put_str(&mut item, tags::SEGMENT_LABEL, VR::LO, &seg.label);
+    put_seq(
+        &mut item,
+        tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE,
+        vec![code(&seg.category)],
+    );
+    put_seq(
+        &mut item,
+        tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE,
+        vec![code(&seg.property_type)],
+    );
+    let (kind, name) = match &seg.algorithm {
+        SegmentAlgorithm::Manual => ("MANUAL", None),
+        SegmentAlgorithm::SemiAutomatic(n) => ("SEMIAUTOMATIC", Some(n)),
+        SegmentAlgorithm::Automatic(n) => ("AUTOMATIC", Some(n)),
+    };
+    put_str(&mut item, tags::SEGMENT_ALGORITHM_TYPE, VR::CS, kind);
+    if let Some(name) = name {
+        put_str(&mut item, tags::SEGMENT_ALGORITHM_NAME, VR::LO, name);
+    }
+    item
+}
+
+/// Packs masks (non-zero = 1) into bits, first pixel in the least significant bit of the
+/// first byte, frames back to back without padding; the result is padded to an even length.
+pub fn pack_bits<'a>(frames: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut byte, mut bit) = (0u8, 0u32);
+    for frame in frames {
+        for &v in frame {
+            if v != 0 {
+                byte |= 1 << bit;
+            }
+            bit += 1;
+            if bit == 8 {
+                out.push(byte);
+                byte = 0;
+                bit = 0;
+            }
+        }
+    }
+    if bit > 0 {
+        out.push(byte);
+    }
+    if out.len() % 2 == 1 {
+        out.push(0);
+    }
+    out
+}
+
+/// Unpacks `count` pixels packed by [`pack_bits`] into 0/1 values.
+pub fn unpack_bits(packed: &[u8], count: usize) -> Vec<u8> {
+    (0..count)
+        .map(|i| packed.get(i / 8).map_or(0, |b| (b >> (i % 8)) & 1))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(frames: u32) -> SourceImage {
+        SourceImage {
+            sop_class_uid: crate::sop::US_MULTIFRAME.into(),
+            sop_instance_uid: "2.25.11".into(),
+            series_instance_uid: "2.25.12".into(),
+            number_of_frames: frames,
+            rows: 3,
+            columns: 5,
+        }
+    }
+
+    fn seg(frames: Vec<SegmentFrame>) -> Segmentation {
+        let study = SourceStudy {
+            study_instance_uid: "2.25.13".into(),
+            ..Default::default()
+        };
+        let mut s = Segmentation::new(study, vec![source(4)], "2.25.14", "2.25.15");
+        s.content_date = "20260101".into();
+        s.content_time = "101010".into();
+        s.segments
+            .push(Segment::left_ventricle(SegmentAlgorithm::Manual, frames));
+        s
+    }
+
+    #[test]
+    fn bits_pack_lsb_first_without_frame_padding() {
+        let a = [1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0];
+        let b = [0, 1, 0];
+        let p = pack_bits([&a[..], &b[..]]);
+        // 14 pixels → 2 bytes: 0b0000_0001, then bits 8,9 and 12 set.
+        assert_eq!(p, vec![0x01, 0b0001_0011]);
+        let mut all = a.to_vec();
+        all.extend_from_slice(&b);
+        assert_eq!(unpack_bits(&p, 14), all);
+    }
+
+    #[test]
+    fn frames_are_sorted_and_checked() {
+        let m = |v: u8| vec![v; 15];
+        let s = seg(vec![
+            SegmentFrame {
+                source: 0,
+                frame: 3,
+                mask: m(1),
+            },
+            SegmentFrame {
+                source: 0,
+                frame: 1,
+                mask: m(0),
+            },
+        ]);
+        let obj = s.to_object().unwrap();
+        let frames = obj
+            .element(tags::NUMBER_OF_FRAMES)
+            .unwrap()
+            .to_int::<i32>()
+            .unwrap();
+        assert_eq!(frames, 2);
+        let pf = obj
+            .element(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+            .unwrap();
+        let items = pf.items().unwrap();
+        let frame_no = |i: usize| {
+            items[i]
+                .element(tags::DERIVATION_IMAGE_SEQUENCE)
+                .unwrap()
+                .items()
+                .unwrap()[0]
+                .element(tags::SOURCE_IMAGE_SEQUENCE)
+                .unwrap()
+                .items()
+                .unwrap()[0]
+                .element(tags::REFERENCED_FRAME_NUMBER)
+                .unwrap()
+                .to_int::<i32>()
+                .unwrap()
+        };
+        assert_eq!((frame_no(0), frame_no(1)), (1, 3));
+        let mut skip = s.clone();
+        skip.skip_empty_frames = true;
+        assert_eq!(
+            skip.to_object()
+                .unwrap()
+                .element(tags::NUMBER_OF_FRAMES)
+                .unwrap()
+                .to_int::<i32>()
+                .unwrap(),
+            1
+        );
+        assert!(matches!(
+            seg(vec![SegmentFrame {
+                source: 0,
+                frame: 5,
+                mask: m(1)
+            }])
+            .to_object(),
+            Err(SegError::NoSuchSourceFrame { .. })
+        ));
+        assert!(matches!(
+            seg(vec![SegmentFrame {
+                source: 0,
+                frame: 1,
+                mask: vec![1; 4]
+            }])
+            .to_object(),
+            Err(SegError::MaskSize { .. })
+        ));
+        assert!(matches!(
+            seg(vec![
+                SegmentFrame {
+                    source: 0,
+                    frame: 2,
+                    mask: m(1)
+                },
+                SegmentFrame {
+                    source: 0,
+                    frame: 2,
+                    mask: m(1)
+                }
+            ])
+            .to_object(),
+            Err(SegError::DuplicateFrame { .. })
+        ));
+        let mut bad = seg(vec![SegmentFrame {
+            source: 0,
+            frame: 1,
+            mask: m(1),
+        }]);
+        bad.content_label = "lower case".into();
+        assert!(matches!(bad.to_object(), Err(SegError::InvalidText { .. })));
+    }
+}

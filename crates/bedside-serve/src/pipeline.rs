@@ -1,0 +1,460 @@
+//! From a stored instance to an outcome: routing by header, quality control (each failure a
+//! named [`Reason`]), pixel decoding, inference with the routed bundle on every clip (as
+//! `bedside predict` does), and the out-of-distribution gate.
+
+use std::time::Instant;
+
+use bedside_ml::bundle::Bundle;
+use bedside_ml::data::clips::{ClipSamplerConfig, VideoArray, clips_to_tensor};
+use bedside_ml::data::loader::{MODEL_CHANNELS, resize_pad};
+use burn::tensor::Device;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_pixeldata::{PixelDecoder, PixelRepresentation, PlanarConfiguration};
+use serde::Serialize;
+
+use crate::config::{Qc, Route, Worker};
+
+/// Why an instance was not analysed, or why the answer is "I don't know".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// No route accepts the modality.
+    WrongModality,
+    /// A route accepts the modality but none the SOP class.
+    WrongSopClass,
+    /// Modality and SOP class fit, series description or manufacturer do not.
+    NoMatchingRoute,
+    /// Fewer frames than one clip needs.
+    TooFewFrames,
+    /// Frame rate unknown or outside the route's limits.
+    FrameRate,
+    /// Rows or columns outside the route's limits.
+    Resolution,
+    /// No ultrasound region calibration and no Pixel Spacing.
+    MissingCalibration,
+    /// The pixel data cannot be decoded.
+    UnreadablePixels,
+    /// Evidential uncertainty above the threshold.
+    Uncertainty,
+    /// Spread across clips above the threshold.
+    ClipSpread,
+}
+
+impl Reason {
+    /// The name used in results, metrics and the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WrongModality => "wrong_modality",
+            Self::WrongSopClass => "wrong_sop_class",
+            Self::NoMatchingRoute => "no_matching_route",
+            Self::TooFewFrames => "too_few_frames",
+            Self::FrameRate => "frame_rate",
+            Self::Resolution => "resolution",
+            Self::MissingCalibration => "missing_calibration",
+            Self::UnreadablePixels => "unreadable_pixels",
+            Self::Uncertainty => "uncertainty",
+            Self::ClipSpread => "clip_spread",
+        }
+    }
+}
+
+/// One quality-control finding.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// The reason.
+    pub reason: Reason,
+    /// Numbers behind it, without patient data (e.g. `12 frames < 16`).
+    pub detail: String,
+}
+
+/// One output column: mean over clips and spread.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Output {
+    /// Column name (`prob_1`, `uncertainty`, `value`, `risk`, …).
+    pub name: String,
+    /// Mean over clips.
+    pub mean: f64,
+    /// Standard deviation over clips.
+    pub std: f64,
+}
+
+/// What inference produced.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Clips run.
+    pub clips: usize,
+    /// Output columns.
+    pub outputs: Vec<Output>,
+}
+
+/// The header facts routing and QC look at (no patient data).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Header {
+    /// Modality.
+    pub modality: String,
+    /// SOP Class UID.
+    pub sop_class_uid: String,
+    /// Frames.
+    pub frames: usize,
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub columns: usize,
+    /// Frame rate, frames per second, when the header says.
+    pub fps: Option<f64>,
+    /// Whether a physical calibration is present.
+    pub calibrated: bool,
+}
+
+fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok())
+        .map(|v| v.trim_end_matches(['\0', ' ']).to_string())
+        .unwrap_or_default()
+}
+
+fn float(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<f64> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_float64().ok())
+        .filter(|v| v.is_finite())
+}
+
+impl Header {
+    /// Reads the header facts of `obj`.
+    pub fn read(obj: &InMemDicomObject) -> Self {
+        let int = |tag| {
+            obj.element_opt(tag)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_int::<i64>().ok())
+                .and_then(|v| usize::try_from(v).ok())
+        };
+        let fps = float(obj, tags::FRAME_TIME)
+            .filter(|&ms| ms > 0.0)
+            .map(|ms| 1000.0 / ms)
+            .or_else(|| float(obj, tags::CINE_RATE).filter(|&r| r > 0.0))
+            .or_else(|| float(obj, tags::RECOMMENDED_DISPLAY_FRAME_RATE).filter(|&r| r > 0.0));
+        let regions = obj
+            .element_opt(tags::SEQUENCE_OF_ULTRASOUND_REGIONS)
+            .ok()
+            .flatten()
+            .and_then(|e| {
+                e.items().map(|items| {
+                    items.iter().any(|item| {
+                        float(item, tags::PHYSICAL_DELTA_X).is_some_and(|d| d != 0.0)
+                            && float(item, tags::PHYSICAL_DELTA_Y).is_some_and(|d| d != 0.0)
+                    })
+                })
+            })
+            .unwrap_or(false);
+        let spacing = [tags::PIXEL_SPACING, tags::IMAGER_PIXEL_SPACING]
+            .iter()
+            .any(|&t| {
+                obj.element_opt(t)
+                    .ok()
+                    .flatten()
+                    .and_then(|e| e.to_multi_float64().ok())
+                    .is_some_and(|v| v.len() == 2 && v.iter().all(|x| x.is_finite() && *x > 0.0))
+            });
+        Self {
+            modality: text(obj, tags::MODALITY),
+            sop_class_uid: text(obj, tags::SOP_CLASS_UID),
+            frames: int(tags::NUMBER_OF_FRAMES).unwrap_or(1),
+            rows: int(tags::ROWS).unwrap_or(0),
+            columns: int(tags::COLUMNS).unwrap_or(0),
+            fps,
+            calibrated: regions || spacing,
+        }
+    }
+}
+
+fn contains_any(value: &str, patterns: &[String]) -> bool {
+    let value = value.to_lowercase();
+    patterns.is_empty() || patterns.iter().any(|p| value.contains(&p.to_lowercase()))
+}
+
+/// The first route accepting `obj`, or why none does.
+pub fn route<'a>(routes: &'a [Route], obj: &InMemDicomObject) -> Result<&'a Route, Finding> {
+    let modality = text(obj, tags::MODALITY);
+    let class = text(obj, tags::SOP_CLASS_UID);
+    let description = text(obj, tags::SERIES_DESCRIPTION);
+    let manufacturer = text(obj, tags::MANUFACTURER);
+    let by_modality: Vec<&Route> = routes
+        .iter()
+        .filter(|r| {
+            r.modality.is_empty() || r.modality.iter().any(|m| m.eq_ignore_ascii_case(&modality))
+        })
+        .collect();
+    if by_modality.is_empty() {
+        return Err(Finding {
+            reason: Reason::WrongModality,
+            detail: format!("modality `{modality}` is not routed"),
+        });
+    }
+    let by_class: Vec<&Route> = by_modality
+        .into_iter()
+        .filter(|r| r.sop_class.is_empty() || r.sop_class.contains(&class))
+        .collect();
+    if by_class.is_empty() {
+        return Err(Finding {
+            reason: Reason::WrongSopClass,
+            detail: format!("SOP class {class} is not routed for modality {modality}"),
+        });
+    }
+    by_class
+        .into_iter()
+        .find(|r| {
+            contains_any(&description, &r.series_description)
+                && contains_any(&manufacturer, &r.manufacturer)
+        })
+        .ok_or_else(|| Finding {
+            reason: Reason::NoMatchingRoute,
+            detail: "series description or manufacturer matches no route".into(),
+        })
+}
+
+/// Header checks of a route against a bundle (before any pixel is decoded).
+pub fn check_header(header: &Header, qc: &Qc, bundle: &Bundle) -> Vec<Finding> {
+    let input = &bundle.manifest.model.input;
+    let span = (input.clip_length.max(1) - 1) * input.period.max(1) + 1;
+    let min_frames = if qc.min_frames > 0 {
+        qc.min_frames
+    } else {
+        span
+    };
+    let mut out = Vec::new();
+    if header.frames < min_frames {
+        out.push(Finding {
+            reason: Reason::TooFewFrames,
+            detail: format!("{} frames < {min_frames}", header.frames),
+        });
+    }
+    if qc.min_fps > 0.0 || qc.max_fps > 0.0 {
+        match header.fps {
+            None => out.push(Finding {
+                reason: Reason::FrameRate,
+                detail: "no Frame Time, Cine Rate or Recommended Display Frame Rate".into(),
+            }),
+            Some(fps)
+                if (qc.min_fps > 0.0 && fps < qc.min_fps)
+                    || (qc.max_fps > 0.0 && fps > qc.max_fps) =>
+            {
+                out.push(Finding {
+                    reason: Reason::FrameRate,
+                    detail: format!("{fps:.1} fps outside [{}, {}]", qc.min_fps, qc.max_fps),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    let small = qc.min_size > 0 && (header.rows < qc.min_size || header.columns < qc.min_size);
+    let large = qc.max_size > 0 && (header.rows > qc.max_size || header.columns > qc.max_size);
+    if small || large || header.rows == 0 || header.columns == 0 {
+        out.push(Finding {
+            reason: Reason::Resolution,
+            detail: format!(
+                "{}x{} outside [{}, {}]",
+                header.rows, header.columns, qc.min_size, qc.max_size
+            ),
+        });
+    }
+    if qc.require_calibration && !header.calibrated {
+        out.push(Finding {
+            reason: Reason::MissingCalibration,
+            detail: "no Sequence Of Ultrasound Regions with physical deltas and no Pixel Spacing"
+                .into(),
+        });
+    }
+    out
+}
+
+/// Decodes every frame as `[channels, frames, rows, columns]` samples (no rescale, as the
+/// curated arrays the bundle was trained on).
+pub fn decode(obj: &dicom_object::DefaultDicomObject) -> Result<VideoArray, Finding> {
+    let fail = |detail: String| Finding {
+        reason: Reason::UnreadablePixels,
+        detail,
+    };
+    let decoded = obj.decode_pixel_data().map_err(|e| fail(e.to_string()))?;
+    let (rows, columns) = (decoded.rows() as usize, decoded.columns() as usize);
+    let spp = decoded.samples_per_pixel() as usize;
+    let bits = decoded.bits_allocated();
+    let frames = decoded.number_of_frames() as usize;
+    if !(bits == 8 || bits == 16)
+        || !(spp == 1 || spp == 3)
+        || rows == 0
+        || columns == 0
+        || frames == 0
+    {
+        return Err(fail(format!(
+            "unsupported layout: {bits}-bit, {spp} samples, {rows}x{columns}x{frames}"
+        )));
+    }
+    let bps = (bits / 8) as usize;
+    let plane = rows * columns;
+    let raw = decoded.data();
+    if raw.len() < frames * plane * spp * bps {
+        return Err(fail(format!(
+            "decoded {} bytes, {} expected",
+            raw.len(),
+            frames * plane * spp * bps
+        )));
+    }
+    let signed = matches!(decoded.pixel_representation(), PixelRepresentation::Signed);
+    let sample = |at: usize| -> f32 {
+        match (bps, signed) {
+            (1, _) => f32::from(raw[at]),
+            (_, false) => f32::from(u16::from_le_bytes([raw[at], raw[at + 1]])),
+            (_, true) => f32::from(i16::from_le_bytes([raw[at], raw[at + 1]])),
+        }
+    };
+    // As the curated arrays: stored samples, colour as [.., 3] interleaved, then channel-first.
+    let planar_source = spp == 3
+        && matches!(
+            decoded.planar_configuration(),
+            PlanarConfiguration::PixelFirst
+        );
+    let mut data = vec![0.0f32; spp * frames * plane];
+    for f in 0..frames {
+        let base = f * plane * spp;
+        for c in 0..spp {
+            let dst = &mut data[(c * frames + f) * plane..(c * frames + f + 1) * plane];
+            for (i, d) in dst.iter_mut().enumerate() {
+                let k = if planar_source {
+                    c * plane + i
+                } else {
+                    i * spp + c
+                };
+                *d = sample((base + k) * bps);
+            }
+        }
+    }
+    Ok(VideoArray {
+        channels: spp,
+        frames,
+        height: rows,
+        width: columns,
+        data,
+    })
+}
+
+/// Runs the bundle on every clip (at most `worker.max_clips`, evenly spaced) and returns the
+/// mean and spread of each output column.
+pub fn infer(
+    bundle: &Bundle,
+    video: &VideoArray,
+    worker: &Worker,
+    device: &Device,
+) -> Result<Prediction, String> {
+    let spec = &bundle.manifest.model;
+    let sampler = ClipSamplerConfig::new()
+        .with_length(spec.input.clip_length)
+        .with_period(spec.input.period)
+        .init()
+        .map_err(|e| e.to_string())?;
+    let resized = resize_pad(video, spec.input.size);
+    let starts = sampler.all_starts(resized.frames);
+    let m = worker.max_clips;
+    let chosen: Vec<usize> = if m > 0 && m < starts.len() {
+        (0..m)
+            .map(|k| starts[k * (starts.len() - 1) / (m - 1).max(1)])
+            .collect()
+    } else {
+        starts
+    };
+    let names = spec.task.output_names();
+    let dim = spec.task.output_dim();
+    let mut sum = vec![0.0f64; names.len()];
+    let mut sq = vec![0.0f64; names.len()];
+    let mut n = 0usize;
+    for batch in chosen.chunks(worker.batch_size.max(1)) {
+        let mut clips = Vec::with_capacity(batch.len());
+        for &s in batch {
+            let mut clip = sampler.extract(&resized, s);
+            if clip.channels == 1 {
+                let mut data = Vec::with_capacity(clip.data.len() * MODEL_CHANNELS);
+                for _ in 0..MODEL_CHANNELS {
+                    data.extend_from_slice(&clip.data);
+                }
+                clip.data = data;
+                clip.channels = MODEL_CHANNELS;
+            }
+            spec.input
+                .normalization
+                .apply(&mut clip)
+                .map_err(|e| e.to_string())?;
+            clips.push(clip);
+        }
+        let x = clips_to_tensor(&clips, device).map_err(|e| e.to_string())?;
+        let raw = bundle
+            .model
+            .forward(x, None)
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| format!("cannot read predictions: {e:?}"))?;
+        for k in 0..batch.len() {
+            let values = spec.task.interpret(&raw[k * dim..(k + 1) * dim]);
+            for (j, v) in values.iter().enumerate().take(names.len()) {
+                sum[j] += v;
+                sq[j] += v * v;
+            }
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return Err("no clips".into());
+    }
+    let nf = n as f64;
+    let outputs = names
+        .into_iter()
+        .enumerate()
+        .map(|(j, name)| {
+            let mean = sum[j] / nf;
+            Output {
+                name,
+                mean,
+                std: (sq[j] / nf - mean * mean).max(0.0).sqrt(),
+            }
+        })
+        .collect();
+    Ok(Prediction { clips: n, outputs })
+}
+
+/// The out-of-distribution gate: "I don't know" when the evidential uncertainty or the
+/// spread across clips passes the route's thresholds.
+pub fn gate(prediction: &Prediction, qc: &Qc) -> Option<Finding> {
+    if qc.max_uncertainty > 0.0
+        && let Some(u) = prediction.outputs.iter().find(|o| o.name == "uncertainty")
+        && u.mean > qc.max_uncertainty
+    {
+        return Some(Finding {
+            reason: Reason::Uncertainty,
+            detail: format!("uncertainty {:.3} > {}", u.mean, qc.max_uncertainty),
+        });
+    }
+    if qc.max_clip_spread > 0.0
+        && let Some(o) = prediction
+            .outputs
+            .iter()
+            .filter(|o| o.name != "uncertainty")
+            .max_by(|a, b| a.std.total_cmp(&b.std))
+        && o.std > qc.max_clip_spread
+    {
+        return Some(Finding {
+            reason: Reason::ClipSpread,
+            detail: format!("{} spread {:.3} > {}", o.name, o.std, qc.max_clip_spread),
+        });
+    }
+    None
+}
+
+/// Seconds since `t`.
+pub fn since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}

@@ -1,0 +1,405 @@
+"""`bedside federate site` inside real Flower federations (flwr 1.42 SuperLink on loopback).
+
+Every test starts a stock `flower-superlink` from the venv on a free port with its own
+FLWR_HOME, submits tools/flower/bedside_fl with `flwr run`, and checks the outcome
+against NumPy: the aggregate of each round against a NumPy FedAvg of what the agents
+sent (their egress copies), the agents' updates against a NumPy logistic-regression step.
+
+Cost on a 2-core machine (Flower's own polling dominates): TLS+auth FedAvg ~45 s, mixed
+federation ~40 s, 25M parameters ~40 s, killed agent ~50 s.
+
+The agent binary is `bedside` (`federate site`); BEDSIDE_SITE_AGENT may name another
+binary taking the same arguments (crates/bedside-federate/examples/site.rs builds one
+without burn).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, bedside_binary
+
+flwr = pytest.importorskip("flwr")
+
+VENV_BIN = pathlib.Path(sys.executable).parent
+APP = ROOT / "tools" / "flower" / "bedside_fl"
+
+
+def agent_binary() -> list[str]:
+    env = os.environ.get("BEDSIDE_SITE_AGENT")
+    return [env] if env else [str(bedside_binary())]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_site_data(path: pathlib.Path, rows: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 4))
+    y = (x[:, 0] - 0.5 * x[:, 1] + 0.3 * rng.normal(size=rows) > 0).astype(float)
+    np.savetxt(path, np.c_[x, y], delimiter=",", header="a,b,c,d,label", comments="", fmt="%.6f")
+
+
+def numpy_train(csv: pathlib.Path, w0, b0, lr, epochs, mu=0.0):
+    """Independent logistic-regression step (same maths as the agent's LinearTrainer)."""
+    d = np.loadtxt(csv, delimiter=",", skiprows=1, ndmin=2)
+    x, y = d[:, :-1], d[:, -1]
+    w, b = w0.astype(np.float64).copy(), float(b0)
+    for _ in range(epochs):
+        p = 1 / (1 + np.exp(-(x @ w + b)))
+        r = (p - y) / len(y)
+        gw, gb = x.T @ r + mu * (w - w0), r.sum() + mu * (b - b0)
+        w, b = w - lr * gw, b - lr * gb
+    return w.astype(np.float32), np.float32(b), len(y)
+
+
+def make_tls(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not installed")
+    ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    run = lambda *a: subprocess.run([openssl, *a], check=True, capture_output=True)  # noqa: E731
+    run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(ca_key))
+    run("req", "-x509", "-new", "-key", str(ca_key), "-sha256", "-days", "2", "-subj", "/CN=bedside test CA", "-out", str(ca))
+    run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key))
+    run("req", "-new", "-key", str(key), "-subj", "/CN=127.0.0.1", "-out", str(csr))
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-days", "2", "-sha256", "-extfile", str(ext), "-out", str(cert))
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+def make_node_key(folder: pathlib.Path) -> pathlib.Path:
+    """A P-256 PKCS#8 key made by openssl where the agent looks for it; returns the public PEM."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not installed")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder / "node-key.pem"
+    pem = subprocess.run([openssl, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+                         check=True, capture_output=True).stdout
+    key.write_bytes(pem)
+    key.chmod(0o600)
+    pub = folder / "node-key.pub.pem"
+    subprocess.run([openssl, "pkey", "-in", str(key), "-pubout", "-out", str(pub)], check=True)
+    # `flwr supernode register` takes the OpenSSH form.
+    from cryptography.hazmat.primitives import serialization
+
+    ssh = folder / "node-key.pub"
+    ssh.write_bytes(serialization.load_pem_public_key(pub.read_bytes()).public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+    return ssh
+
+
+class Federation:
+    """A SuperLink, its sites and runs, all torn down by `close`."""
+
+    def __init__(self, tmp: pathlib.Path, *, tls: bool = False, auth: bool = False):
+        self.tmp = tmp
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.tls = make_tls(tmp) if tls else None
+        self.auth = auth
+        self.procs: list[subprocess.Popen] = []
+        self.agents: dict[str, subprocess.Popen] = {}
+        home = tmp / "flwr-home"
+        home.mkdir()
+        conn = f'address = "{self.address}"\n'
+        conn += f'root-certificates = "{self.tls["ca"]}"\n' if self.tls else "insecure = true\n"
+        (home / "config.toml").write_text(f'[superlink]\ndefault = "local"\n\n[superlink.local]\n{conn}')
+        self.env = dict(os.environ, FLWR_HOME=str(home), PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
+        cmd = [str(VENV_BIN / "flower-superlink"), "--host", "127.0.0.1", "--port", str(self.port),
+               "--disable-runtime-dependency-installation"]
+        if self.tls:
+            cmd += ["--ssl-ca-certfile", str(self.tls["ca"]), "--ssl-certfile", str(self.tls["cert"]),
+                    "--ssl-keyfile", str(self.tls["key"])]
+        else:
+            cmd += ["--insecure"]
+        if auth:
+            cmd += ["--enable-supernode-auth"]
+        self.link = self._spawn(cmd, tmp / "superlink.log")
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                assert self.link.poll() is None, (tmp / "superlink.log").read_text()[-3000:]
+                time.sleep(0.3)
+        time.sleep(1.0)
+
+    def _spawn(self, cmd, log: pathlib.Path, **kw) -> subprocess.Popen:
+        # Own process group: the SuperLink starts SuperExec and ServerApp processes.
+        p = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=self.env,
+                             start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def flwr(self, *args: str) -> str:
+        r = subprocess.run([str(VENV_BIN / "flwr"), *args], env=self.env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    def site(self, name: str, data: pathlib.Path, *, register: bool = False, runs=("logistic-demo",),
+             egress: dict | None = None, **node) -> pathlib.Path:
+        folder = self.tmp / name
+        folder.mkdir(exist_ok=True)
+        if register:
+            pub = make_node_key(folder)
+            self.flwr("supernode", "register", str(pub), "local")
+        link = f'address = "{self.address}"\n'
+        link += f'ca = "{self.tls["ca"]}"\n' if self.tls else "insecure = true\n"
+        node_cfg = {"self_register": not self.auth, "heartbeat_interval_s": 10, "poll_interval_ms": 200,
+                    "exit_after_runs": 1} | node
+        node_txt = "".join(f"{k} = {json.dumps(v)}\n" for k, v in node_cfg.items())
+        egress_txt = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (egress or {}).items())
+        (folder / "site.toml").write_text(
+            f'site = "{name}"\n[superlink]\n{link}[node]\n{node_txt}'
+            f"[allow]\nruns = {json.dumps(list(runs))}\n[egress]\n{egress_txt}"
+            f'[trainer]\nkind = "linear"\ndata = "{data}"\n'
+        )
+        return folder
+
+    def start_agent(self, name: str) -> subprocess.Popen:
+        folder = self.tmp / name
+        p = self._spawn([*agent_binary(), "federate", "site", "--config", str(folder / "site.toml")],
+                        folder / "agent.log")
+        self.agents[name] = p
+        return p
+
+    def start_stock_node(self, name: str, data: pathlib.Path) -> subprocess.Popen:
+        cmd = [str(VENV_BIN / "flower-supernode"), "--insecure", "--superlink", self.address,
+               "--port", str(free_port()), "--node-config", f'data="{data}"']
+        return self._spawn(cmd, self.tmp / f"{name}.log")
+
+    def run(self, **config) -> pathlib.Path:
+        out = self.tmp / f"out-{len(self.procs)}"
+        config = {"out-dir": str(out)} | config
+        text = " ".join(f"{k}={json.dumps(v)}" for k, v in config.items())
+        self.flwr("run", str(APP), "local", "--run-config", text)
+        return out
+
+    def wait(self, out: pathlib.Path, until, timeout: float) -> dict:
+        deadline = time.time() + timeout
+        summary = {}
+        while time.time() < deadline:
+            path = out / "summary.json"
+            if path.exists():
+                summary = json.loads(path.read_text())
+                if until(summary):
+                    return summary
+            time.sleep(0.5)
+        logs = "".join(f"\n--- {p.name}\n{p.read_text()[-2000:]}" for p in self.tmp.rglob("*.log"))
+        raise AssertionError(f"timed out; summary={summary}{logs}")
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def done(summary: dict) -> bool:
+    return any(r.get("done") for r in summary.get("rounds", []))
+
+
+def train_rounds(summary: dict) -> list[dict]:
+    return [r for r in summary["rounds"] if "round" in r]
+
+
+def egress(folder: pathlib.Path, rnd: int) -> tuple[np.ndarray, np.ndarray, int]:
+    (copy,) = folder.glob(f"egress/*/round-{rnd}-train")
+    metrics = json.loads((copy / "metrics.json").read_text())
+    return np.load(copy / "arrays.w.npy"), np.load(copy / "arrays.b.npy"), metrics["num-examples"]
+
+
+@pytest.fixture
+def federation(tmp_path):
+    feds = []
+
+    def make(**kw) -> Federation:
+        fed = Federation(tmp_path, **kw)
+        feds.append(fed)
+        return fed
+
+    yield make
+    for fed in feds:
+        fed.close()
+
+
+def test_three_agents_fedavg_over_tls_with_node_auth(federation, tmp_path):
+    fed = federation(tls=True, auth=True)
+    sites = {}
+    for i, rows in enumerate((40, 70, 100)):
+        data = tmp_path / f"site{i}.csv"
+        make_site_data(data, rows, seed=i)
+        sites[f"site{i}"] = (fed.site(f"site{i}", data, register=True), data)
+        fed.start_agent(f"site{i}")
+    out = fed.run(**{"min-nodes": 3, "num-server-rounds": 3, "lr": 0.5, "local-epochs": 2})
+    summary = fed.wait(out, done, timeout=180)
+    rounds = train_rounds(summary)
+    assert [(r["round"], r["replies"], r["failures"]) for r in rounds] == [(1, 3, 0), (2, 3, 0), (3, 3, 0)]
+
+    w_global, b_global = np.zeros(4, np.float32), np.float32(0)
+    for rnd in (1, 2, 3):
+        sent = {name: egress(folder, rnd) for name, (folder, _) in sites.items()}
+        # What each site sent is one local step from the previous global model.
+        for name, (w, b, n) in sent.items():
+            w_ref, b_ref, n_ref = numpy_train(sites[name][1], w_global, b_global, lr=0.5, epochs=2)
+            assert n == n_ref
+            np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(b, [b_ref], rtol=1e-5, atol=1e-6)
+        # Flower's aggregate equals NumPy's FedAvg of what the sites sent.
+        total = sum(n for _, _, n in sent.values())
+        w_avg = sum(w.astype(np.float64) * n for w, _, n in sent.values()) / total
+        b_avg = sum(b.astype(np.float64) * n for _, b, n in sent.values()) / total
+        w_global = np.load(out / f"round-{rnd}" / "w.npy")
+        b_global = np.load(out / f"round-{rnd}" / "b.npy")[0]
+        np.testing.assert_allclose(w_global, w_avg, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(b_global, b_avg[0], rtol=1e-6, atol=1e-7)
+
+    # Agents leave after the run ended, with what they did.
+    for name in sites:
+        assert fed.agents[name].wait(timeout=60) == 0, (tmp_path / name / "agent.log").read_text()
+        stats = json.loads((tmp_path / name / "agent.log").read_text().strip().splitlines()[-1])
+        assert stats["replies"] == 3 and stats["refusals"] == 0 and stats["runs_finished"] == 1
+
+    check_audit_log(sites["site0"][0])
+    check_node_auth(fed, sites["site0"][0])
+
+
+def check_audit_log(folder: pathlib.Path) -> None:
+    """The chain links and every signature verify with the node's public key."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = serialization.load_pem_public_key((folder / "node-key.pub.pem").read_bytes())
+    prev = "0" * 64
+    events = []
+    for line in (folder / "audit.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        assert entry["prev"] == prev
+        public.verify(base64.b64decode(entry["sig"]), entry["hash"].encode(), ec.ECDSA(hashes.SHA256()))
+        prev = entry["hash"]
+        events.append(entry["event"])
+    assert events[0] == "activated" and events[-1] == "deactivated"
+    assert events.count("instruction") == 3 and events.count("reply") == 3
+
+
+def check_node_auth(fed: Federation, folder: pathlib.Path) -> None:
+    """The SuperLink accepts the site key's signed headers and refuses forged or stale ones."""
+    import httpx
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from flwr.proto.fleet_pb2 import ActivateNodeRequest
+
+    key = serialization.load_pem_private_key((folder / "node-key.pem").read_bytes(), None)
+    pub = (folder / "node-key.pub.pem").read_bytes()
+    body = ActivateNodeRequest(public_key=pub, heartbeat_interval=30).SerializeToString()
+
+    def post(timestamp: str, signer=key) -> int:
+        sig = signer.sign(timestamp.encode(), ec.ECDSA(hashes.SHA256()))
+        headers = {"content-type": "application/protobuf", "flwr-timestamp": timestamp,
+                   "flwr-public-key": base64.b64encode(pub).decode(),
+                   "flwr-signature": base64.b64encode(sig).decode()}
+        r = httpx.post(f"https://{fed.address}/v1/fleet/activate-node", content=body, headers=headers,
+                       verify=ssl.create_default_context(cafile=str(fed.tls["ca"])))
+        return r.status_code
+
+    now = datetime.datetime.now(datetime.UTC)
+    assert post(now.isoformat()) == 200
+    assert post((now - datetime.timedelta(seconds=400)).isoformat()) == 401
+    assert post(now.isoformat(), signer=ec.generate_private_key(ec.SECP256R1())) == 401
+
+
+def test_mixed_federation_with_a_stock_flower_node(federation, tmp_path):
+    """Stock node + two agents (one clipping and sending float16) + one site refusing the run."""
+    fed = federation()
+    for i in range(4):
+        make_site_data(tmp_path / f"site{i}.csv", 50 + 10 * i, seed=10 + i)
+    fed.start_stock_node("stock", tmp_path / "site0.csv")
+    fed.site("site1", tmp_path / "site1.csv")
+    fed.site("site2", tmp_path / "site2.csv", egress={"clip_norm": 0.05, "fp16": True})
+    fed.site("site3", tmp_path / "site3.csv", runs=["some-other-run"])
+    for i in (1, 2, 3):
+        fed.start_agent(f"site{i}")
+    out = fed.run(**{"min-nodes": 4, "num-server-rounds": 2, "strategy": "fedprox", "proximal-mu": 0.1,
+                     "lr": 0.5})
+    summary = fed.wait(out, done, timeout=180)
+    # The refusing site answers with an error: a failure each round, training goes on.
+    assert [(r["sampled"], r["replies"], r["failures"]) for r in train_rounds(summary)] == [(4, 3, 1)] * 2
+    for i in (1, 2, 3):
+        assert fed.agents[f"site{i}"].wait(timeout=60) == 0
+    stats = json.loads((tmp_path / "site3" / "agent.log").read_text().strip().splitlines()[-1])
+    assert stats["replies"] == 0 and stats["refusals"] == 2
+    assert not list((tmp_path / "site3").glob("egress/*"))
+    # The clipping site sent float16 with an update norm of at most 0.05 (round 1 from zeros).
+    (copy,) = (tmp_path / "site2").glob("egress/*/round-1-train")
+    w, b = np.load(copy / "arrays.w.npy"), np.load(copy / "arrays.b.npy")
+    assert w.dtype == np.float16 and b.dtype == np.float16
+    norm = np.sqrt((w.astype(np.float64) ** 2).sum() + float(b[0]) ** 2)
+    assert 0.045 < norm <= 0.05 * (1 + 2e-3)
+
+
+def test_25m_parameters_round_trip_intact(federation, tmp_path):
+    fed = federation()
+    make_site_data(tmp_path / "site.csv", 30, seed=3)
+    for i in (0, 1):
+        fed.site(f"site{i}", tmp_path / "site.csv")
+        fed.start_agent(f"site{i}")
+    n = 25_000_000
+    out = fed.run(**{"min-nodes": 2, "num-server-rounds": 1, "frozen-params": n, "round-timeout": 600.0})
+    fed.wait(out, done, timeout=600)
+    expected = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
+    # Each site received the block (20 chunks of 5 MiB) and sent it back bit for bit.
+    for i in (0, 1):
+        (copy,) = (tmp_path / f"site{i}").glob("egress/*/round-1-train")
+        assert np.array_equal(np.load(copy / "arrays.frozen.npy"), expected)
+    assert np.array_equal(np.load(out / "final" / "frozen.npy"), expected)
+
+
+def test_killed_agent_fails_the_round_and_training_continues(federation, tmp_path):
+    fed = federation()
+    for i in range(3):
+        make_site_data(tmp_path / f"site{i}.csv", 40, seed=20 + i)
+        fed.site(f"site{i}", tmp_path / f"site{i}.csv")
+        fed.start_agent(f"site{i}")
+    out = fed.run(**{"min-nodes": 2, "num-server-rounds": 6, "round-timeout": 10.0})
+    fed.wait(out, lambda s: len(train_rounds(s)) >= 1, timeout=120)
+    fed.agents["site2"].send_signal(signal.SIGKILL)
+    fed.wait(out, lambda s: any(r["failures"] for r in train_rounds(s)), timeout=120)
+    # Restarted with its key, the site rejoins as the same node without help.
+    fed.start_agent("site2")
+    summary = fed.wait(out, done, timeout=240)
+    rounds = train_rounds(summary)
+    assert len(rounds) == 6
+    failed = [r["round"] for r in rounds if r["failures"]]
+    assert failed and all(rounds[i - 1]["replies"] == 2 for i in failed), rounds
+    assert rounds[0]["replies"] == 3 and rounds[-1]["replies"] == 3, rounds
+    assert set(rounds[0]["nodes"]) == set(rounds[-1]["nodes"])
