@@ -47,6 +47,18 @@ fn every_example_config_loads() {
                 bedside_ml::train::config::ExperimentConfig,
             >(Some(&f), &[])
             .map(|_| ()),
+            "serve" => bedside_core::config::load_with_env::<bedside_serve::config::ServeConfig>(
+                Some(&f),
+                &[],
+            )
+            .map(|_| ()),
+            "federate" => {
+                bedside_core::config::load_with_env::<bedside_federate::config::SiteConfig>(
+                    Some(&f),
+                    &[],
+                )
+                .map(|_| ())
+            }
             other => panic!(
                 "{}: no loader for example folder `{other}`; add one to this test",
                 f.display()

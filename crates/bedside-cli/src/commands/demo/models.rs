@@ -190,7 +190,7 @@ weight_decay = 0.0001
 
 [schedule]
 kind = "cosine"
-warmup_epochs = 1
+warmup_epochs = {warmup}
 
 [training]
 epochs = {epochs}
@@ -207,6 +207,7 @@ metric = "{select}"
         pad = (budget.size / 16).max(1),
         task = task.toml,
         epochs = budget.epochs,
+        warmup = usize::from(budget.epochs > 1),
         select = task.select_by,
     )
 }
