@@ -758,23 +758,35 @@ pub fn write_report(
     stem: &str,
     title: &str,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let html = render_html(report, title);
+    let (json_path, html_path) = write_json_and_html(report, &html, dir, stem)?;
+    Ok((html_path, json_path))
+}
+
+/// Write `<stem>.json` (the report, pretty-printed) and `<stem>.html` into `dir`, creating it,
+/// each atomically; returns the two paths (JSON first).
+pub(crate) fn write_json_and_html<T: serde::Serialize>(
+    report: &T,
+    html: &str,
+    dir: &Path,
+    stem: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     std::fs::create_dir_all(dir).map_err(|source| EvalError::WriteFile {
         path: dir.to_path_buf(),
         source,
     })?;
-    let html_path = dir.join(format!("{stem}.html"));
     let json_path = dir.join(format!("{stem}.json"));
+    let html_path = dir.join(format!("{stem}.html"));
     let json = serde_json::to_vec_pretty(report)?;
     bedside_core::fsio::write_atomic(&json_path, &json).map_err(|source| EvalError::WriteFile {
         path: json_path.clone(),
         source,
     })?;
-    let html = render_html(report, title);
     bedside_core::fsio::write_atomic(&html_path, html.as_bytes()).map_err(|source| {
         EvalError::WriteFile {
             path: html_path.clone(),
             source,
         }
     })?;
-    Ok((html_path, json_path))
+    Ok((json_path, html_path))
 }

@@ -866,25 +866,8 @@ pub fn write_agreement(
     stem: &str,
     title: &str,
 ) -> Result<(PathBuf, PathBuf)> {
-    std::fs::create_dir_all(dir).map_err(|source| EvalError::WriteFile {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let json_path = dir.join(format!("{stem}.json"));
-    let html_path = dir.join(format!("{stem}.html"));
-    let json = serde_json::to_vec_pretty(report)?;
-    bedside_core::fsio::write_atomic(&json_path, &json).map_err(|source| EvalError::WriteFile {
-        path: json_path.clone(),
-        source,
-    })?;
     let html = render_html(report, title);
-    bedside_core::fsio::write_atomic(&html_path, html.as_bytes()).map_err(|source| {
-        EvalError::WriteFile {
-            path: html_path.clone(),
-            source,
-        }
-    })?;
-    Ok((json_path, html_path))
+    crate::report::write_json_and_html(report, &html, dir, stem)
 }
 
 #[cfg(test)]

@@ -158,50 +158,19 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
 
         next("evaluate: the models against the phantom's ground truth (test patients)");
         let eval_dir = args.dir.join("evaluation-models");
-        let eval = EvaluateCommand::try_parse_from(strings(&[
-            "evaluate",
-            &merged.display().to_string(),
-            "--manifest",
-            &labels.display().to_string(),
-            "--id",
-            "study_key",
-            "--patient",
-            "patient_key",
-            "--score",
-            "prob_reduced_ef",
-            "--label",
-            "reduced_ef",
-            "--time",
-            "time_days",
-            "--event",
-            "event",
-            "--risk",
-            "risk",
-            "--survival-prefix",
-            "surv@",
-            "--target",
-            "ef",
-            "--predicted",
-            "ef_pred",
-            "--uncertainty",
-            "uncertainty",
-            "--group",
-            "sex",
-            "--group",
-            "site",
-            "--min-group-patients",
-            "10",
-            "--bootstrap",
-            &args.bootstrap.to_string(),
-            "--seed",
-            &args.seed.to_string(),
-            "--out",
-            &eval_dir.display().to_string(),
-            "--title",
-            "Bedside demo: R(2+1)D models on held-out phantom patients",
-        ]))
-        .context("building the demo's evaluate arguments")?;
-        super::evaluate::run(eval.args, ctx)?;
+        evaluate(
+            &Evaluation {
+                predictions: &merged,
+                manifest: &labels,
+                label: "reduced_ef",
+                target: "ef",
+                survival_prefix: Some("surv@"),
+                out: &eval_dir,
+                title: "Bedside demo: R(2+1)D models on held-out phantom patients",
+            },
+            &args,
+            ctx,
+        )?;
         model_eval = Some(eval_dir);
     }
 
@@ -210,53 +179,20 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     let predictions = reader_dir.join("predictions.csv");
     let rows = reference_reader(&cohort_dir.join("studies.csv"), &predictions, args.seed)?;
     let eval_dir = args.dir.join("evaluation");
-    let text_args: Vec<String> = [
-        "evaluate",
-        &predictions.display().to_string(),
-        "--manifest",
-        &cohort_dir.join("studies.csv").display().to_string(),
-        "--id",
-        "study_key",
-        "--patient",
-        "patient_key",
-        "--score",
-        "prob_reduced_ef",
-        "--label",
-        "reduced_ef_observed",
-        "--time",
-        "time_days",
-        "--event",
-        "event",
-        "--risk",
-        "risk",
-        "--target",
-        "ef_observed",
-        "--predicted",
-        "ef_pred",
-        "--uncertainty",
-        "uncertainty",
-        "--group",
-        "sex",
-        "--group",
-        "site",
-        "--min-group-patients",
-        "10",
-        "--bootstrap",
-        &args.bootstrap.to_string(),
-        "--seed",
-        &args.seed.to_string(),
-        "--out",
-        &eval_dir.display().to_string(),
-        "--title",
-        "Bedside demo: reference reader on the phantom cohort",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let eval = EvaluateCommand::try_parse_from(&text_args)
-        .context("building the demo's evaluate arguments")?;
     ctx.say(format!("  {rows} studies scored by the reference reader"));
-    super::evaluate::run(eval.args, ctx)?;
+    evaluate(
+        &Evaluation {
+            predictions: &predictions,
+            manifest: &cohort_dir.join("studies.csv"),
+            label: "reduced_ef_observed",
+            target: "ef_observed",
+            survival_prefix: None,
+            out: &eval_dir,
+            title: "Bedside demo: reference reader on the phantom cohort",
+        },
+        &args,
+        ctx,
+    )?;
     if let Some(b) = bias.first() {
         ctx.say(format!(
             "  label noise was injected into {} ({}% of its labels flipped at random); AUROC by group:",
@@ -306,6 +242,76 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         eval_dir.join("evaluation.html").display()
     ));
     Ok(())
+}
+
+/// One `bedside evaluate` run of the demo: what differs between the model and reader runs.
+struct Evaluation<'a> {
+    predictions: &'a Path,
+    manifest: &'a Path,
+    /// Binary label column (reduced EF).
+    label: &'a str,
+    /// Continuous target column (EF).
+    target: &'a str,
+    /// Prefix of survival-curve columns, when the predictions have them.
+    survival_prefix: Option<&'a str>,
+    out: &'a Path,
+    title: &'a str,
+}
+
+/// Runs `bedside evaluate` as a user would, with the columns every demo table shares.
+fn evaluate(e: &Evaluation<'_>, args: &Args, ctx: &Ctx) -> anyhow::Result<()> {
+    let (predictions, manifest, out) = (
+        e.predictions.display().to_string(),
+        e.manifest.display().to_string(),
+        e.out.display().to_string(),
+    );
+    let (bootstrap, seed) = (args.bootstrap.to_string(), args.seed.to_string());
+    let mut argv = vec![
+        "evaluate",
+        &predictions,
+        "--manifest",
+        &manifest,
+        "--id",
+        "study_key",
+        "--patient",
+        "patient_key",
+        "--score",
+        "prob_reduced_ef",
+        "--label",
+        e.label,
+        "--time",
+        "time_days",
+        "--event",
+        "event",
+        "--risk",
+        "risk",
+        "--target",
+        e.target,
+        "--predicted",
+        "ef_pred",
+        "--uncertainty",
+        "uncertainty",
+        "--group",
+        "sex",
+        "--group",
+        "site",
+        "--min-group-patients",
+        "10",
+        "--bootstrap",
+        &bootstrap,
+        "--seed",
+        &seed,
+        "--out",
+        &out,
+        "--title",
+        e.title,
+    ];
+    if let Some(prefix) = e.survival_prefix {
+        argv.extend(["--survival-prefix", prefix]);
+    }
+    let eval = EvaluateCommand::try_parse_from(strings(&argv))
+        .context("building the demo's evaluate arguments")?;
+    super::evaluate::run(eval.args, ctx)
 }
 
 /// The headline numbers of an evaluation JSON, each with its 95% CI: AUROC, EF MAE, C-index.
