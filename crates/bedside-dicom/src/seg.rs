@@ -416,49 +416,8 @@ impl Segmentation {
         positions.sort_unstable();
         positions.dedup();
 
-        let mut obj = InMemDicomObject::new_empty();
-        let s = &self.study;
-        // SOP Common.
-        put_str(&mut obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
-        put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, SEGMENTATION_STORAGE);
-        put_str(
-            &mut obj,
-            tags::SOP_INSTANCE_UID,
-            VR::UI,
-            &self.sop_instance_uid,
-        );
-        // Patient.
-        put_str(&mut obj, tags::PATIENT_NAME, VR::PN, &s.patient_name);
-        put_str(&mut obj, tags::PATIENT_ID, VR::LO, &s.patient_id);
-        put_str(
-            &mut obj,
-            tags::PATIENT_BIRTH_DATE,
-            VR::DA,
-            &s.patient_birth_date,
-        );
-        put_str(&mut obj, tags::PATIENT_SEX, VR::CS, &s.patient_sex);
-        // General Study.
-        put_str(
-            &mut obj,
-            tags::STUDY_INSTANCE_UID,
-            VR::UI,
-            &s.study_instance_uid,
-        );
-        put_str(&mut obj, tags::STUDY_DATE, VR::DA, &s.study_date);
-        put_str(&mut obj, tags::STUDY_TIME, VR::TM, &s.study_time);
-        put_str(
-            &mut obj,
-            tags::REFERRING_PHYSICIAN_NAME,
-            VR::PN,
-            &s.referring_physician_name,
-        );
-        put_str(&mut obj, tags::STUDY_ID, VR::SH, &s.study_id);
-        put_str(
-            &mut obj,
-            tags::ACCESSION_NUMBER,
-            VR::SH,
-            &s.accession_number,
-        );
+        let mut obj =
+            crate::sr::object_of_study(SEGMENTATION_STORAGE, &self.sop_instance_uid, &self.study);
         // General Series and Segmentation Series.
         put_str(&mut obj, tags::MODALITY, VR::CS, "SEG");
         put_str(

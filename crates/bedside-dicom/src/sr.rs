@@ -442,49 +442,9 @@ impl SrDocument {
                 return Err(SrError::InvalidUid(what));
             }
         }
-        let mut obj = InMemDicomObject::new_empty();
+        let mut obj =
+            crate::sr::object_of_study(COMPREHENSIVE_SR, &self.sop_instance_uid, &self.study);
         let s = &self.study;
-        // SOP Common.
-        put_str(&mut obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
-        put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_SR);
-        put_str(
-            &mut obj,
-            tags::SOP_INSTANCE_UID,
-            VR::UI,
-            &self.sop_instance_uid,
-        );
-        // Patient.
-        put_str(&mut obj, tags::PATIENT_NAME, VR::PN, &s.patient_name);
-        put_str(&mut obj, tags::PATIENT_ID, VR::LO, &s.patient_id);
-        put_str(
-            &mut obj,
-            tags::PATIENT_BIRTH_DATE,
-            VR::DA,
-            &s.patient_birth_date,
-        );
-        put_str(&mut obj, tags::PATIENT_SEX, VR::CS, &s.patient_sex);
-        // General Study.
-        put_str(
-            &mut obj,
-            tags::STUDY_INSTANCE_UID,
-            VR::UI,
-            &s.study_instance_uid,
-        );
-        put_str(&mut obj, tags::STUDY_DATE, VR::DA, &s.study_date);
-        put_str(&mut obj, tags::STUDY_TIME, VR::TM, &s.study_time);
-        put_str(
-            &mut obj,
-            tags::REFERRING_PHYSICIAN_NAME,
-            VR::PN,
-            &s.referring_physician_name,
-        );
-        put_str(&mut obj, tags::STUDY_ID, VR::SH, &s.study_id);
-        put_str(
-            &mut obj,
-            tags::ACCESSION_NUMBER,
-            VR::SH,
-            &s.accession_number,
-        );
         // SR Document Series.
         put_str(&mut obj, tags::MODALITY, VR::CS, "SR");
         put_str(
@@ -557,6 +517,54 @@ impl SrDocument {
         self.root.fill(&mut obj)?;
         Ok(obj)
     }
+}
+
+/// A new object with the SOP Common (UTF-8), Patient and General Study modules of a derived
+/// instance (SR, SEG) filled from its source study.
+pub(crate) fn object_of_study(
+    sop_class: &str,
+    sop_instance_uid: &str,
+    study: &SourceStudy,
+) -> InMemDicomObject {
+    let mut obj = InMemDicomObject::new_empty();
+    let s = study;
+    // SOP Common.
+    put_str(&mut obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+    put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, sop_class);
+    put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, sop_instance_uid);
+    // Patient.
+    put_str(&mut obj, tags::PATIENT_NAME, VR::PN, &s.patient_name);
+    put_str(&mut obj, tags::PATIENT_ID, VR::LO, &s.patient_id);
+    put_str(
+        &mut obj,
+        tags::PATIENT_BIRTH_DATE,
+        VR::DA,
+        &s.patient_birth_date,
+    );
+    put_str(&mut obj, tags::PATIENT_SEX, VR::CS, &s.patient_sex);
+    // General Study.
+    put_str(
+        &mut obj,
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        &s.study_instance_uid,
+    );
+    put_str(&mut obj, tags::STUDY_DATE, VR::DA, &s.study_date);
+    put_str(&mut obj, tags::STUDY_TIME, VR::TM, &s.study_time);
+    put_str(
+        &mut obj,
+        tags::REFERRING_PHYSICIAN_NAME,
+        VR::PN,
+        &s.referring_physician_name,
+    );
+    put_str(&mut obj, tags::STUDY_ID, VR::SH, &s.study_id);
+    put_str(
+        &mut obj,
+        tags::ACCESSION_NUMBER,
+        VR::SH,
+        &s.accession_number,
+    );
+    obj
 }
 
 /// Hierarchical SOP Instance Reference Macro items: study → series → instances.
