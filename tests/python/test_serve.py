@@ -325,3 +325,34 @@ def test_kill_9_during_a_burst_loses_nothing_and_duplicates_nothing(bedside, bun
         assert processed >= acknowledged
     finally:
         stop(proc)
+
+
+def test_the_gate_recorded_in_the_bundle_says_i_dont_know(bedside, bundle, studies, tmp_path):
+    """`bedside export --refer-fraction` records thresholds chosen on the validation split;
+    `--max-uncertainty` records a given one, which the service applies when serve.toml is silent."""
+    run = bundle.parent / "run"
+    chosen = tmp_path / "chosen"
+    subprocess.run([str(bedside), "-q", "export", "-r", str(run), "-o", str(chosen), "--refer-fraction", "0.5"],
+                   check=True)
+    gate = json.loads((chosen / "bundle.json").read_text())["gate"]
+    assert 0 < gate["max_uncertainty"] <= 1 and gate["max_clip_spread"] >= 0
+    assert "validation split" in gate["chosen_by"]
+    assert not (chosen / ".gate-validation.csv").exists()
+
+    strict = tmp_path / "strict"
+    subprocess.run([str(bedside), "-q", "export", "-r", str(run), "-o", str(strict), "--max-uncertainty", "0.0001"],
+                   check=True)
+    port = free_port()
+    svc = tmp_path / "svc"
+    svc.mkdir()
+    proc, root = start_service(bedside, strict, svc, port)
+    try:
+        sent = store(require_tool("storescu"), "STORESCU", port, studies[:2])
+        assert sent.returncode == 0, sent.stderr
+        uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in studies[:2]]
+        got = results(root, uids)
+        for r in got.values():
+            assert r["status"] == "indeterminate", r
+            assert "(bundle threshold)" in r["gate"]["detail"], r
+    finally:
+        stop(proc)

@@ -19,6 +19,8 @@ fn a_tiny_demo_runs_every_stage() {
             "40",
             "--epochs",
             "1",
+            "--fine-tune-epochs",
+            "1",
             "--size",
             "16",
             "--max-clips",
@@ -47,10 +49,21 @@ fn a_tiny_demo_runs_every_stage() {
         "bundles/reduced-ef/bundle.json",
         "bundles/survival/bundle.json",
         "predictions/test.csv",
+        "explanations/dataset/explanations.json",
+        "explanations/dataset/occlusion_test.csv",
+        "explanations/dataset/sanity_verdicts.csv",
         "evaluation-models/evaluation.html",
         "evaluation/evaluation.html",
     ] {
         assert!(demo.join(path).is_file(), "{path} is missing:\n{text}");
+    }
+    // The reduced-EF and survival models start from the EF model's backbone.
+    for task in ["reduced-ef", "survival"] {
+        let config = std::fs::read_to_string(demo.join(format!("configs/{task}.toml"))).unwrap();
+        assert!(
+            config.contains("init_from = \"../bundles/ef\""),
+            "{task}: {config}"
+        );
     }
     // The site secret stays outside the curated outputs.
     assert!(demo.join("secret/bedside-site-secret.key").is_file());
@@ -96,7 +109,13 @@ fn a_tiny_demo_runs_every_stage() {
         &std::fs::read(demo.join("evaluation-models/evaluation.json")).unwrap(),
     )
     .unwrap();
-    for section in ["classification", "regression", "survival", "uncertainty"] {
+    for section in [
+        "classification",
+        "regression",
+        "survival",
+        "uncertainty",
+        "explanations",
+    ] {
         assert!(
             json.get(section).is_some(),
             "no {section} in the evaluation"

@@ -327,25 +327,19 @@ pub fn write_series_with(
             _ => crate::resize::Sample::U16,
         };
         let (rows, columns, spp) = (g.0 as usize, g.1 as usize, g.2 as usize);
-        let (crop, source) = if side.modality == "US" {
-            let luma = crate::resize::luminance(&data, sample, frames_total, rows * columns, spp);
-            let refs: Vec<&[u8]> = luma.iter().map(Vec::as_slice).collect();
-            let hull = crate::scan_area::detect_sector(&refs, rows, columns);
-            crate::resize::scan_box(&regions, hull.as_deref(), rows, columns)
-        } else {
-            crate::resize::scan_box(&[], None, rows, columns)
-        };
-        let geometry = crate::resize::Geometry::fit(crop, size as usize);
-        let resized = crate::resize::resize_frames(
-            &data,
+        let array = crate::resize::Frames {
+            data: &data,
             sample,
-            frames_total,
+            frames: frames_total,
             rows,
             columns,
             spp,
-            &geometry,
-        )
-        .ok_or_else(|| ArrayError::Unsupported("cannot resize: crop outside the image".into()))?;
+        };
+        let (resized, geometry, source) =
+            crate::resize::training_copy(&array, &regions, side.modality == "US", size as usize)
+                .ok_or_else(|| {
+                    ArrayError::Unsupported("cannot resize: crop outside the image".into())
+                })?;
         let s = geometry.size;
         let mut rshape = vec![frames_total, s, s];
         if spp == 3 {

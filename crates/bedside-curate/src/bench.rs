@@ -38,7 +38,7 @@ pub struct Measure {
     pub files: usize,
     /// Bytes of the input files done.
     pub bytes: u64,
-    /// Wall-clock seconds.
+    /// Seconds: wall-clock, or the thread's CPU time where a measurement says so.
     pub seconds: f64,
 }
 
@@ -345,8 +345,12 @@ pub fn deid_files(corpus: &Corpus, deid: &Deidentifier, out: &Path, threads: usi
 
 /// Reads every corpus file and extracts its metadata record on one thread; with
 /// `hash`, the full record (including the pixel data's SHA-256), else the header fields only.
+/// The seconds are the thread's CPU time (reading included) where the system tells it, so that
+/// other load does not count against a per-core rate; wall-clock time elsewhere.
 pub fn metadata_files(corpus: &Corpus, hash: bool) -> Measure {
-    let start = Instant::now();
+    let origin = Instant::now();
+    let now = || thread_cpu_seconds().unwrap_or_else(|| origin.elapsed().as_secs_f64());
+    let start = now();
     let mut files = 0;
     let mut bytes = 0;
     for (p, size) in &corpus.files {
@@ -367,17 +371,29 @@ pub fn metadata_files(corpus: &Corpus, hash: bool) -> Measure {
         threads: 1,
         files,
         bytes,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds: now() - start,
     }
 }
 
+/// CPU time of the calling thread in seconds, where the system tells it (Linux; updated at
+/// scheduler ticks, so only spans of many milliseconds are measured well).
+pub fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: f64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(ns * 1e-9)
+}
+
 /// OCR cost on ultrasound cines: (cines, mean ms of pixel cleaning without OCR, with OCR), or
-/// `None` when OCR is not compiled in or no cine was cleaned.
+/// `None` when OCR is not compiled in or no cine was cleaned. Times are the calling thread's CPU
+/// time where the system tells it (Tesseract reads on that thread with `OMP_THREAD_LIMIT=1`),
+/// so that other work on a loaded machine does not count; wall-clock time elsewhere.
 pub fn ocr_cost(cines: &[PathBuf]) -> Option<(usize, f64, f64)> {
     if !cfg!(feature = "ocr") {
         return None;
     }
     let (mut n, mut without, mut with) = (0usize, 0.0, 0.0);
+    let origin = Instant::now();
+    let now = || thread_cpu_seconds().unwrap_or_else(|| origin.elapsed().as_secs_f64());
     for p in cines {
         let Ok(bytes) = std::fs::read(p) else {
             continue;
@@ -386,13 +402,13 @@ pub fn ocr_cost(cines: &[PathBuf]) -> Option<(usize, f64, f64)> {
             continue;
         };
         let mut plain = obj.clone();
-        let start = Instant::now();
+        let start = now();
         if crate::pixels::clean_ultrasound(&mut plain, &crate::pixels::CleanOptions::default())
             .is_err()
         {
             continue;
         }
-        let t0 = start.elapsed().as_secs_f64();
+        let t0 = now() - start;
         let mut read = obj.clone();
         let options = crate::pixels::CleanOptions {
             ocr: Some((
@@ -401,11 +417,11 @@ pub fn ocr_cost(cines: &[PathBuf]) -> Option<(usize, f64, f64)> {
             )),
             ..crate::pixels::CleanOptions::default()
         };
-        let start = Instant::now();
+        let start = now();
         if crate::pixels::clean_ultrasound(&mut read, &options).is_err() {
             continue;
         }
-        let t1 = start.elapsed().as_secs_f64();
+        let t1 = now() - start;
         n += 1;
         without += t0;
         with += t1;

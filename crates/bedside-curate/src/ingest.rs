@@ -141,7 +141,10 @@ pub fn discover(inputs: &[PathBuf], staging: &Path) -> Discovery {
 pub fn discover_with(inputs: &[PathBuf], staging: &Path, limits: &ArchiveLimits) -> Discovery {
     let mut d = Discovery::default();
     let mut staged_total = 0u64;
-    let mut stack: Vec<PathBuf> = inputs.to_vec();
+    // Inputs in the order given and folder entries sorted by name (the stack is popped from its
+    // end), so that which tar members the staging cap admits does not depend on the order the
+    // file system lists a folder in.
+    let mut stack: Vec<PathBuf> = inputs.iter().rev().cloned().collect();
     while let Some(path) = stack.pop() {
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
@@ -156,9 +159,9 @@ pub fn discover_with(inputs: &[PathBuf], staging: &Path, limits: &ArchiveLimits)
         if meta.is_dir() {
             match std::fs::read_dir(&path) {
                 Ok(entries) => {
-                    for e in entries.flatten() {
-                        stack.push(e.path());
-                    }
+                    let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+                    entries.sort_by(|a, b| b.cmp(a));
+                    stack.extend(entries);
                 }
                 Err(e) => d.unreadable.push(Unreadable {
                     label: path.display().to_string(),

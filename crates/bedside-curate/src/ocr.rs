@@ -3,8 +3,9 @@
 //!
 //! Text overlays do not move while the image under them does, so only pixels that are both
 //! static over the cine and bright are candidates; they are grouped into line boxes and only
-//! those crops are read (upscaled, since scanner fonts are small). Single-frame images are read
-//! whole.
+//! those crops are read (upscaled, since scanner fonts are small, and inverted to dark text on
+//! light, as Tesseract reads best). A line that crosses the edge of the kept area is read whole.
+//! Single-frame images are read whole.
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
@@ -21,6 +22,19 @@ pub enum TextPolicy {
     /// Every recognised word.
     AllText,
 }
+
+/// Words that label an identifier on screen (normalised): the line holding one is masked.
+const LABELS: [&str; 9] = [
+    "ID",
+    "MRN",
+    "DOB",
+    "PID",
+    "NAME",
+    "PATIENT",
+    "BIRTH",
+    "ACC",
+    "ACCESSION",
+];
 
 /// Identifiers of one file, in the forms scanners print them.
 #[derive(Debug, Clone, Default)]
@@ -128,9 +142,21 @@ impl DenyList {
 
     /// Whether a recognised word should be blanked under the PHI-only policy.
     pub fn matches(&self, word: &str) -> bool {
+        // Small scanner fonts make Tesseract read a zero as '@'.
+        let zeroed;
+        let word = if word.contains('@') {
+            zeroed = word.replace('@', "0");
+            zeroed.as_str()
+        } else {
+            word
+        };
         let n = normalise(word);
         if n.is_empty() {
             return false;
+        }
+        // A label that introduces an identifier: the line it stands in is one.
+        if LABELS.contains(&n.as_str()) {
+            return true;
         }
         let digits: String = word.chars().filter(|c| c.is_ascii_digit()).collect();
         // Generic patterns: long digit runs (record numbers, dates), dates and times with
@@ -141,6 +167,10 @@ impl DenyList {
         // A bare number of four or more digits on an image is an ID, a date or a time far more
         // often than a setting, and OCR often misreads a digit or two of it.
         if digits.len() >= 4 && digits.len() == n.len() {
+            return true;
+        }
+        // The same with one character misread as a letter ("F4832", "W1955").
+        if digits.len() >= 4 && digits.len() + 1 >= n.len() {
             return true;
         }
         if word.contains(':') && digits.len() >= 3 {
@@ -168,6 +198,12 @@ impl DenyList {
                 || (n.len() >= 3 && w.len() >= 5 && (w.starts_with(n.as_str()) || w.ends_with(n.as_str())))
                 // OCR confuses a letter or two (N/H, O/0, V/U) in small scanner fonts.
                 || (w.len() >= 5 && edit_distance(&n, w) <= if w.len() >= 8 { 2 } else { 1 })
+                || (n.len() >= 4 && w.len() >= 5 && cut_match(&n, w))
+                // Names joined by a misread separator (LAST^FIRST read as one word) hold the
+                // name, perhaps with a letter misread.
+                || (w.len() >= 5
+                    && n.len() > w.len()
+                    && (0..=n.len() - w.len()).any(|i| edit_distance(&n[i..i + w.len()], w) <= 1))
         })
     }
 
@@ -180,6 +216,14 @@ impl DenyList {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whether `n` reads as the start or the end of `w` with one letter misread, missing or
+/// added: a word cut by the edge of the kept area, read by an OCR that confuses a letter.
+fn cut_match(n: &str, w: &str) -> bool {
+    (n.len().saturating_sub(1)..=n.len() + 1)
+        .filter(|&k| k >= 3 && k < w.len())
+        .any(|k| edit_distance(n, &w[w.len() - k..]) <= 1 || edit_distance(n, &w[..k]) <= 1)
 }
 
 /// Levenshtein distance between two ASCII strings (`usize::MAX` when the lengths differ by
@@ -215,8 +259,9 @@ pub struct Word {
     pub confidence: f32,
 }
 
-/// Boxes of static, bright content inside the kept area, one per text line, and an image that
-/// holds only that content (everything moving or dark set to black) for the OCR to read.
+/// Boxes of static, bright content, one per text line with pixels inside the kept area (`keep`
+/// is 1 there; a line that crosses its edge is boxed whole), and an image that holds only the
+/// static bright content (everything moving or dark set to black) for the OCR to read.
 pub fn static_text_boxes(
     frames: &[&[u8]],
     keep: &[u8],
@@ -227,7 +272,10 @@ pub fn static_text_boxes(
     let Some(first) = frames.first() else {
         return (Vec::new(), Vec::new());
     };
-    let mut candidate: Vec<bool> = (0..n).map(|i| keep[i] == 1 && first[i] >= 140).collect();
+    // Candidates in the whole frame, so that a line cut by the edge of the kept area is read
+    // whole (its fragment inside, "-01-06" of a date, identifies nothing); only lines with
+    // pixels inside the kept area are read, the rest is blanked anyway.
+    let mut candidate: Vec<bool> = first.iter().map(|&v| v >= 140).collect();
     for f in frames.iter().skip(1) {
         for (i, c) in candidate.iter_mut().enumerate() {
             // Lossy compression makes static text flicker by a few grey levels.
@@ -240,7 +288,15 @@ pub fn static_text_boxes(
     let text_image: Vec<u8> = (0..n)
         .map(|i| if candidate[i] { first[i] } else { 0 })
         .collect();
-    (line_boxes(&candidate, rows, columns), text_image)
+    let boxes = line_boxes(&candidate, rows, columns)
+        .into_iter()
+        .filter(|b| {
+            (b.y0..=b.y1).any(|y| {
+                (b.x0..=b.x1).any(|x| keep[y * columns + x] == 1 && candidate[y * columns + x])
+            })
+        })
+        .collect();
+    (boxes, text_image)
 }
 
 /// Groups candidate text pixels (`[row * columns + column]`, lone pixels already dropped) into
@@ -412,12 +468,18 @@ fn read(
     let scale = ((36.0 / h as f64).round() as usize).clamp(1, 4);
     let pad = 8 * scale;
     let (sw, sh) = (w * scale + 2 * pad, h * scale + 2 * pad);
-    let mut crop = vec![0u8; sw * sh];
+    // A line crop (light candidate text on black) is inverted: dark text on a light page, as
+    // Tesseract's line recogniser was trained. Given light text on black it read most lines
+    // twice (the second time inverted, after a poor first reading). Whole images are read as
+    // they are, text of either polarity.
+    let invert = segmentation == Segmentation::Line;
+    let (background, flip) = if invert { (255u8, 255u8) } else { (0, 0) };
+    let mut crop = vec![background; sw * sh];
     for y in 0..h * scale {
         let src = &frame[(rect.y0 + y / scale) * columns..][..columns];
         let dst = &mut crop[(y + pad) * sw + pad..][..w * scale];
         for (x, d) in dst.iter_mut().enumerate() {
-            *d = src[rect.x0 + x / scale];
+            *d = flip ^ src[rect.x0 + x / scale];
         }
     }
     let key: ReadingKey = (segmentation, sw, sh, Sha256::digest(&crop).into());
@@ -484,7 +546,18 @@ fn recognise(
                     .map_err(|e| OcrError::Engine(e.to_string()))?
             }
         };
-        let mut engine = engine;
+        // Line crops come dark on light (see `read`): a second, inverted reading of a poorly
+        // read line only costs time. Whole images keep it, for text of either polarity.
+        let mut engine = engine
+            .set_variable(
+                "tessedit_do_invert",
+                if segmentation == Segmentation::Line {
+                    "0"
+                } else {
+                    "1"
+                },
+            )
+            .map_err(|e| OcrError::Engine(e.to_string()))?;
         engine.set_page_seg_mode(match segmentation {
             Segmentation::Line => tesseract::PageSegMode::PsmSingleLine,
             Segmentation::Sparse => tesseract::PageSegMode::PsmSparseText,
@@ -683,6 +756,18 @@ mod tests {
             assert!(d.matches(w), "{w}");
         }
         for w in ["5486", "11:2", "HORTHCOTT,", "ROS", "LINDQUIST"] {
+            assert!(d.matches(w), "{w}");
+        }
+        // Misreads of small fonts: '@' for a zero, a letter for a digit, a word cut by the
+        // edge of the kept area with a letter misread, a name joined to the next one, a label.
+        for w in [
+            "@3/30",
+            "F9176",
+            "OSPITAI",
+            "HARGREAVE5“KENNETH",
+            "ID",
+            "DOB:",
+        ] {
             assert!(d.matches(w), "{w}");
         }
         for w in [

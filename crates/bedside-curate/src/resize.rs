@@ -215,6 +215,59 @@ pub fn resize_frames(
     Some(out)
 }
 
+/// One array in memory: `frames` frames of `rows`×`columns`×`spp` interleaved samples, little
+/// endian, as the curated `.npy` arrays hold them.
+#[derive(Debug, Clone, Copy)]
+pub struct Frames<'a> {
+    /// The samples.
+    pub data: &'a [u8],
+    /// Their type.
+    pub sample: Sample,
+    /// Frames.
+    pub frames: usize,
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub columns: usize,
+    /// Samples per pixel (1 or 3).
+    pub spp: usize,
+}
+
+/// The training copy of an array, exactly as `bedside curate --resize` writes it: ultrasound
+/// (`ultrasound`) is cropped to the bounding box of the declared tissue `regions` united with
+/// the sector detected from the frames, other images keep the whole frame; the crop is fitted
+/// into `size`×`size`. Returns the samples, the geometry and where the crop came from, or
+/// `None` when the buffer is too short for the stated shape.
+pub fn training_copy(
+    frames: &Frames<'_>,
+    regions: &[Rect],
+    ultrasound: bool,
+    size: usize,
+) -> Option<(Vec<u8>, Geometry, CropSource)> {
+    let Frames {
+        data,
+        sample,
+        frames,
+        rows,
+        columns,
+        spp,
+    } = *frames;
+    if data.len() < frames * rows * columns * spp * sample.bytes() {
+        return None;
+    }
+    let (crop, source) = if ultrasound {
+        let luma = luminance(data, sample, frames, rows * columns, spp);
+        let refs: Vec<&[u8]> = luma.iter().map(Vec::as_slice).collect();
+        let hull = scan_area::detect_sector(&refs, rows, columns);
+        scan_box(regions, hull.as_deref(), rows, columns)
+    } else {
+        scan_box(&[], None, rows, columns)
+    };
+    let geometry = Geometry::fit(crop, size);
+    let resized = resize_frames(data, sample, frames, rows, columns, spp, &geometry)?;
+    Some((resized, geometry, source))
+}
+
 /// The declared tissue regions (spatial format 2D), or every declared region when none is 2D.
 pub fn tissue_regions(obj: &InMemDicomObject, rows: usize, columns: usize) -> Vec<Rect> {
     let all = scan_area::declared_regions(obj, rows, columns);

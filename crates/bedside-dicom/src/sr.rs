@@ -405,6 +405,22 @@ pub struct SrDocument {
     pub complete: bool,
     /// Instances referenced besides the IMAGE items (they all go into the evidence sequence).
     pub evidence: Vec<InstanceRef>,
+    /// Private coding schemes used in the tree, described in the Coding Scheme
+    /// Identification Sequence so a receiver can resolve their designators.
+    pub coding_schemes: Vec<CodingScheme>,
+}
+
+/// A coding scheme described in the Coding Scheme Identification Sequence (0008,0110).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodingScheme {
+    /// Coding Scheme Designator as used in the codes (e.g. `99ACME`).
+    pub designator: String,
+    /// Coding Scheme Name.
+    pub name: String,
+    /// Coding Scheme Version (empty: not written).
+    pub version: String,
+    /// Coding Scheme Responsible Organization.
+    pub responsible_organization: String,
 }
 
 impl SrDocument {
@@ -425,6 +441,7 @@ impl SrDocument {
             content_time: String::new(),
             complete: true,
             evidence: Vec::new(),
+            coding_schemes: Vec::new(),
         }
     }
 
@@ -512,6 +529,33 @@ impl SrDocument {
                 tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
                 evidence_items(&refs),
             );
+        }
+        if !self.coding_schemes.is_empty() {
+            let items = self
+                .coding_schemes
+                .iter()
+                .map(|c| {
+                    let mut item = InMemDicomObject::new_empty();
+                    put_str(
+                        &mut item,
+                        tags::CODING_SCHEME_DESIGNATOR,
+                        VR::SH,
+                        &c.designator,
+                    );
+                    put_str(&mut item, tags::CODING_SCHEME_NAME, VR::ST, &c.name);
+                    if !c.version.is_empty() {
+                        put_str(&mut item, tags::CODING_SCHEME_VERSION, VR::SH, &c.version);
+                    }
+                    put_str(
+                        &mut item,
+                        tags::CODING_SCHEME_RESPONSIBLE_ORGANIZATION,
+                        VR::ST,
+                        &c.responsible_organization,
+                    );
+                    item
+                })
+                .collect();
+            put_seq(&mut obj, tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE, items);
         }
         // SR Document Content: the root item's attributes sit in the data set itself.
         self.root.fill(&mut obj)?;

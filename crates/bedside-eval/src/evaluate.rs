@@ -181,6 +181,9 @@ pub struct EvalReport {
     pub uncertainty: Option<UncertaintyReport>,
     /// Notes about metrics that could not be computed.
     pub warnings: Vec<String>,
+    /// The "Explanations" section (`bedside explain --dataset`), when one was added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanations: Option<crate::explanations::ExplanationsSection>,
 }
 
 fn thin_indices(n: usize, max: usize) -> Vec<usize> {
@@ -336,6 +339,7 @@ pub fn evaluate(table: &EvalTable, settings: &EvalSettings) -> Result<EvalReport
         subgroups: Vec::new(),
         uncertainty: None,
         warnings: Vec::new(),
+        explanations: None,
     };
 
     // ---------------------------------------------------------------- classification

@@ -15,6 +15,8 @@
 //! - [`uncertainty`]: referral curves, AURC, thresholds for a target accuracy.
 //! - [`input`], [`evaluate`], [`report`]: read a prediction table joined to a manifest, compute
 //!   everything, write one self-contained HTML report and a JSON file of every number.
+//! - [`explanations`]: the report's "Explanations" section (occlusion test, attribution mass,
+//!   sanity checks of attribution methods), computed by `bedside explain --dataset`.
 //!
 //! Conventions that change numbers are explicit options whose defaults reproduce
 //! scikit-survival (survival), scikit-learn (classification) and Fairlearn (fairness).
@@ -38,6 +40,7 @@ pub mod bootstrap;
 pub mod classification;
 pub mod error;
 pub mod evaluate;
+pub mod explanations;
 pub mod fairness;
 pub mod input;
 pub mod regression;

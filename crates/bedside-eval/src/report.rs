@@ -13,7 +13,7 @@ const COLORS: [&str; 8] = [
 ];
 
 /// Escapes text for HTML.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -268,7 +268,7 @@ fn forest(title: &str, rows: &[(String, Estimate, bool)], overall: Option<f64>) 
     out
 }
 
-fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     out.push_str("<table><thead><tr>");
     for h in header {
         let _ = write!(out, "<th>{}</th>", esc(h));
@@ -312,7 +312,7 @@ fn operating_table(out: &mut String, title: &str, p: &OperatingPoint) {
     );
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}\
+pub(crate) const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}\
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}\
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}\
 th{background:#f3f3f3}.plots{display:flex;flex-wrap:wrap;gap:12px}.warn{color:#a40}.note{color:#555;font-size:13px}";
@@ -743,6 +743,9 @@ pub fn render_html(report: &EvalReport, title: &str) -> String {
         out.push_str("</section>");
     }
 
+    if let Some(section) = &report.explanations {
+        out.push_str(&crate::explanations::render_section(section));
+    }
     out.push_str("<section id=\"settings\"><h2>Settings and conventions</h2><pre>");
     out.push_str(&esc(
         &serde_json::to_string_pretty(&report.settings).unwrap_or_default()

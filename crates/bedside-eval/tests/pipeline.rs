@@ -136,6 +136,32 @@ fn same_seed_gives_identical_reports_and_files_are_self_contained() {
         serde_json::to_string(&a).unwrap(),
         serde_json::to_string(&b).unwrap()
     );
+    // No "Explanations" section unless one is added.
+    assert!(
+        !serde_json::to_string(&a)
+            .unwrap()
+            .contains("\"explanations\"")
+    );
+    let mut with = a.clone();
+    with.explanations = Some(bedside_eval::explanations::ExplanationsSection {
+        model: "m".into(),
+        target: "output 1".into(),
+        region: "left ventricle".into(),
+        studies: 4,
+        patients: 2,
+        settings: serde_json::Value::Null,
+        occlusion: None,
+        attribution_mass: Vec::new(),
+        sanity: None,
+        notes: Vec::new(),
+    });
+    let (with_html, with_json) =
+        write_report(&with, &dir.path().join("with"), "evaluation", "Test report").unwrap();
+    let with_page = std::fs::read_to_string(with_html).unwrap();
+    assert!(with_page.contains("<section id=\"explanations\"><h2>Explanations</h2>"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(with_json).unwrap()).unwrap();
+    assert_eq!(v["explanations"]["region"], "left ventricle");
     let (html, json) = write_report(&a, dir.path(), "evaluation", "Test report").unwrap();
     let page = std::fs::read_to_string(html).unwrap();
     for id in [

@@ -17,20 +17,29 @@
 //! - [`study`]: per-clip dispatch and averaging of clip maps over a study's video.
 //! - [`render`], [`run`]: animated PNG overlays, SVG temporal curves, JSON and `.npy` outputs
 //!   of `bedside explain`.
+//! - [`region`], [`dataset`]: clinical region masks (the phantom's left ventricle, a mask file)
+//!   mapped onto the model input, and the dataset-level serial occlusion test (the task metric
+//!   with the region masked against equal-area random masks, bootstrap intervals), the
+//!   attribution mass inside the region and the "Explanations" report section.
+//! - [`sanity`]: Adebayo et al.'s sanity checks: cascading model-parameter randomisation and
+//!   data randomisation, with Spearman rank correlation and SSIM between maps.
 //!
 //! Gradients flow only to the input (or the stage's activations for Grad-CAM): the model is
 //! frozen, so its parameters are constants of the backward pass and no weight gradients are
 //! computed.
 
+pub mod dataset;
 pub mod error;
 pub mod gradcam;
 pub mod gradient;
 pub mod model;
 pub mod occlusion;
+pub mod region;
 pub mod render;
 pub mod run;
+pub mod sanity;
 pub mod study;
 
 pub use error::ExplainError;
-pub use model::{Explainee, Stage, Target};
+pub use model::{Cascade, Explainee, Stage, Target};
 pub use study::Method;

@@ -68,6 +68,48 @@ impl Stage {
     }
 }
 
+/// A layer of the cascading model-parameter randomisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cascade {
+    /// The head: `fc`, or the late-fusion head.
+    Head,
+    /// `layer4`.
+    Layer4,
+    /// `layer3`.
+    Layer3,
+    /// `layer2`.
+    Layer2,
+    /// `layer1`.
+    Layer1,
+    /// The stem.
+    Stem,
+}
+
+impl Cascade {
+    /// Top layer first: the order in which the cascade randomises.
+    pub const ORDER: [Cascade; 6] = [
+        Cascade::Head,
+        Cascade::Layer4,
+        Cascade::Layer3,
+        Cascade::Layer2,
+        Cascade::Layer1,
+        Cascade::Stem,
+    ];
+
+    /// torchvision's module name (`fc` for the head).
+    pub fn name(self) -> &'static str {
+        match self {
+            Cascade::Head => "fc",
+            Cascade::Layer4 => "layer4",
+            Cascade::Layer3 => "layer3",
+            Cascade::Layer2 => "layer2",
+            Cascade::Layer1 => "layer1",
+            Cascade::Stem => "stem",
+        }
+    }
+}
+
 /// The scalar whose attribution is computed, read from the head's raw outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "index")]
@@ -165,9 +207,14 @@ impl Explainee {
         device: &Device,
     ) -> Result<Self, ExplainError> {
         let model = model.clone().freeze();
+        let Some(backbone) = model.backbone else {
+            return Err(ExplainError::invalid(
+                "attribution needs a video ResNet backbone (the frame_cnn baseline has no stages to read)",
+            ));
+        };
         let fusion = match (model.fusion, tabular) {
             (Some(fusion), Some(row)) => {
-                let expected = fusion.hidden.weight.dims()[0] - model.backbone.embedding_dim();
+                let expected = fusion.hidden.weight.dims()[0] - backbone.embedding_dim();
                 if row.len() != expected {
                     return Err(ExplainError::invalid(format!(
                         "the model fuses {expected} covariates, {} given",
@@ -184,7 +231,7 @@ impl Explainee {
             (None, _) => None,
         };
         Ok(Self {
-            backbone: model.backbone,
+            backbone,
             fusion,
             device: device.clone(),
         })
@@ -266,6 +313,36 @@ impl Explainee {
             Some((fusion, _)) => fusion.output.weight.dims()[1],
             None => self.backbone.fc.weight.dims()[1],
         }
+    }
+
+    /// This model with the `steps` top layers of the cascade ([`Cascade::ORDER`]: head, then
+    /// `layer4` … `layer1`, then the stem) replaced by those of `fresh`, a model of the same
+    /// architecture with new random weights (Adebayo et al.'s cascading randomisation). The
+    /// head is the late-fusion head when the model has one, else `fc`.
+    pub fn randomised(
+        &self,
+        fresh_backbone: &VideoResNet,
+        fresh_fusion: Option<&LateFusion>,
+        steps: usize,
+    ) -> Self {
+        let mut out = self.clone();
+        let fresh_backbone = fresh_backbone.clone().freeze();
+        for layer in Cascade::ORDER.into_iter().take(steps) {
+            match layer {
+                Cascade::Head => {
+                    out.backbone.fc = fresh_backbone.fc.clone();
+                    if let (Some((fusion, _)), Some(f)) = (&mut out.fusion, fresh_fusion) {
+                        *fusion = f.clone().freeze();
+                    }
+                }
+                Cascade::Layer4 => out.backbone.layer4 = fresh_backbone.layer4.clone(),
+                Cascade::Layer3 => out.backbone.layer3 = fresh_backbone.layer3.clone(),
+                Cascade::Layer2 => out.backbone.layer2 = fresh_backbone.layer2.clone(),
+                Cascade::Layer1 => out.backbone.layer1 = fresh_backbone.layer1.clone(),
+                Cascade::Stem => out.backbone.stem = fresh_backbone.stem.clone(),
+            }
+        }
+        out
     }
 
     /// Check that `target` reads an existing output.

@@ -56,6 +56,9 @@ pub struct BundleManifest {
     pub validation: ValidationSummary,
     /// Weights file inside the bundle.
     pub weights: String,
+    /// The "I don't know" thresholds a service applies (`bedside export --refer-fraction`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::gate::GatePolicy>,
 }
 
 /// A loaded bundle.
@@ -136,6 +139,7 @@ pub fn export(run: &Path, out: &Path) -> Result<BundleManifest, TrainError> {
             metrics,
         },
         weights: WEIGHTS_FILE.into(),
+        gate: None,
     };
     std::fs::create_dir_all(out).map_err(TrainError::io(out))?;
     let weights_path = out.join(WEIGHTS_FILE);

@@ -152,6 +152,11 @@ impl FrameCnn {
         pooled.reshape([batch, c])
     }
 
+    /// Width of the clip embedding (the last stage's channels).
+    pub fn embedding_dim(&self) -> usize {
+        self.fc.weight.dims()[0]
+    }
+
     /// Logits.
     ///
     /// # Shapes

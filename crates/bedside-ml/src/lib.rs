@@ -56,6 +56,7 @@ pub mod bundle;
 pub mod data;
 pub mod error;
 pub mod frame_cnn;
+pub mod gate;
 pub mod heads;
 pub mod loss;
 pub mod ops;

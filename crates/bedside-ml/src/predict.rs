@@ -148,13 +148,7 @@ pub fn predict(
             message,
         })?;
         let frames = shape.first().copied().unwrap_or(0);
-        let starts = sampler.all_starts(frames);
-        let chosen: Vec<usize> = match options.max_clips {
-            Some(m) if m > 0 && m < starts.len() => (0..m)
-                .map(|k| starts[k * (starts.len() - 1) / (m - 1).max(1)])
-                .collect(),
-            _ => starts,
-        };
+        let chosen = sampler.spaced_starts(frames, options.max_clips);
         jobs.extend(chosen.into_iter().map(|s| ClipJob {
             study: i,
             start: ClipStart::At(s),

@@ -111,11 +111,12 @@ pub struct Qc {
     pub max_size: usize,
     /// Refuse instances without calibration (ultrasound regions or Pixel Spacing).
     pub require_calibration: bool,
-    /// "I don't know" above this evidential uncertainty `K/S` (0: off).
-    pub max_uncertainty: f64,
+    /// "I don't know" above this evidential uncertainty `K/S` (0: off; absent: the
+    /// threshold recorded in the bundle, if any).
+    pub max_uncertainty: Option<f64>,
     /// "I don't know" above this spread (standard deviation across clips) of any output
-    /// other than the uncertainty (0: off).
-    pub max_clip_spread: f64,
+    /// other than the uncertainty (0: off; absent: the bundle's, if any).
+    pub max_clip_spread: Option<f64>,
 }
 
 impl Default for Qc {
@@ -127,8 +128,8 @@ impl Default for Qc {
             min_size: 0,
             max_size: 0,
             require_calibration: true,
-            max_uncertainty: 0.0,
-            max_clip_spread: 0.0,
+            max_uncertainty: None,
+            max_clip_spread: None,
         }
     }
 }
@@ -261,8 +262,8 @@ impl Validate for ServeConfig {
             for (k, v) in [
                 ("qc.min_fps", q.min_fps),
                 ("qc.max_fps", q.max_fps),
-                ("qc.max_uncertainty", q.max_uncertainty),
-                ("qc.max_clip_spread", q.max_clip_spread),
+                ("qc.max_uncertainty", q.max_uncertainty.unwrap_or(0.0)),
+                ("qc.max_clip_spread", q.max_clip_spread.unwrap_or(0.0)),
             ] {
                 if !v.is_finite() || v < 0.0 {
                     return Err((key(k), "must be a finite number ≥ 0".into()));
@@ -274,7 +275,7 @@ impl Validate for ServeConfig {
             if q.max_size > 0 && q.min_size > q.max_size {
                 return Err((key("qc.min_size"), "must not exceed qc.max_size".into()));
             }
-            if q.max_uncertainty > 1.0 {
+            if q.max_uncertainty.is_some_and(|u| u > 1.0) {
                 return Err((
                     key("qc.max_uncertainty"),
                     "K/S lies in (0, 1]: at most 1".into(),

@@ -199,6 +199,10 @@ pub fn serve(
 
 /// Serves one association to its end (release, abort, error or idle timeout).
 pub fn associate(stream: TcpStream, config: &ServeConfig, store: &Store) {
+    // PDUs go out in several writes; without this a delayed ACK can hold each response ~40 ms.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot disable Nagle's algorithm");
+    }
     let timeout = Duration::from_secs(config.intake.idle_timeout_s);
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(Allowed(config.allowed_calling_aes.clone()))
@@ -506,6 +510,10 @@ pub fn send(dest: &Destination, calling: &str, files: &[Vec<u8>]) -> Result<(), 
     let mut association = options
         .establish(peer.as_str())
         .map_err(|e| fail(e.to_string()))?;
+    // As on the receiving side: small PDU writes must not wait for delayed ACKs.
+    if let Err(e) = association.inner_stream().set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot disable Nagle's algorithm");
+    }
     for (i, o) in objects.iter().enumerate() {
         let class = o
             .meta()

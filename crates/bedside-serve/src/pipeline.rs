@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use bedside_curate::resize::{Frames, Sample, training_copy};
 use bedside_ml::bundle::Bundle;
 use bedside_ml::data::clips::{ClipSamplerConfig, VideoArray, clips_to_tensor};
 use bedside_ml::data::loader::{MODEL_CHANNELS, resize_pad};
@@ -274,8 +275,13 @@ pub fn check_header(header: &Header, qc: &Qc, bundle: &Bundle) -> Vec<Finding> {
 }
 
 /// Decodes every frame as `[channels, frames, rows, columns]` samples (no rescale, as the
-/// curated arrays the bundle was trained on).
-pub fn decode(obj: &dicom_object::DefaultDicomObject) -> Result<VideoArray, Finding> {
+/// curated arrays the bundle was trained on). With `resized_copy = Some(S)` (a bundle trained
+/// on `bedside curate --resize S` copies) the frames go through the same scan-area crop and
+/// S×S fit as those copies, so the model sees what it was trained on.
+pub fn decode(
+    obj: &dicom_object::DefaultDicomObject,
+    resized_copy: Option<usize>,
+) -> Result<VideoArray, Finding> {
     let fail = |detail: String| Finding {
         reason: Reason::UnreadablePixels,
         detail,
@@ -298,39 +304,83 @@ pub fn decode(obj: &dicom_object::DefaultDicomObject) -> Result<VideoArray, Find
     let bps = (bits / 8) as usize;
     let plane = rows * columns;
     let raw = decoded.data();
-    if raw.len() < frames * plane * spp * bps {
+    let need = frames * plane * spp * bps;
+    if raw.len() < need {
         return Err(fail(format!(
-            "decoded {} bytes, {} expected",
-            raw.len(),
-            frames * plane * spp * bps
+            "decoded {} bytes, {need} expected",
+            raw.len()
         )));
     }
     let signed = matches!(decoded.pixel_representation(), PixelRepresentation::Signed);
-    let sample = |at: usize| -> f32 {
-        match (bps, signed) {
-            (1, _) => f32::from(raw[at]),
-            (_, false) => f32::from(u16::from_le_bytes([raw[at], raw[at + 1]])),
-            (_, true) => f32::from(i16::from_le_bytes([raw[at], raw[at + 1]])),
-        }
+    let sample = match (bps, signed) {
+        (1, _) => Sample::U8,
+        (_, false) => Sample::U16,
+        (_, true) => Sample::I16,
     };
-    // As the curated arrays: stored samples, colour as [.., 3] interleaved, then channel-first.
+    // As the curated arrays: stored samples with colour interleaved ([.., 3]).
     let planar_source = spp == 3
         && matches!(
             decoded.planar_configuration(),
             PlanarConfiguration::PixelFirst
         );
+    let interleaved: std::borrow::Cow<'_, [u8]> = if planar_source {
+        let mut out = vec![0u8; need];
+        for f in 0..frames {
+            let base = f * plane * spp * bps;
+            for c in 0..spp {
+                for i in 0..plane {
+                    let from = base + (c * plane + i) * bps;
+                    let to = base + (i * spp + c) * bps;
+                    out[to..to + bps].copy_from_slice(&raw[from..from + bps]);
+                }
+            }
+        }
+        out.into()
+    } else {
+        (&raw[..need]).into()
+    };
+    let (bytes, rows, columns): (std::borrow::Cow<'_, [u8]>, usize, usize) = match resized_copy {
+        None => (interleaved, rows, columns),
+        Some(size) => {
+            let ultrasound = obj
+                .element(tags::MODALITY)
+                .ok()
+                .and_then(|e| e.to_str().ok())
+                .is_some_and(|m| m.trim() == "US");
+            let regions = if ultrasound {
+                bedside_curate::resize::tissue_regions(obj, rows, columns)
+            } else {
+                Vec::new()
+            };
+            let array = Frames {
+                data: &interleaved,
+                sample,
+                frames,
+                rows,
+                columns,
+                spp,
+            };
+            let (copy, geometry, _) = training_copy(&array, &regions, ultrasound, size)
+                .ok_or_else(|| fail("cannot crop the scan area".into()))?;
+            (copy.into(), geometry.size, geometry.size)
+        }
+    };
+    let plane = rows * columns;
+    let value = |at: usize| -> f32 {
+        match sample {
+            Sample::U8 => f32::from(bytes[at]),
+            Sample::U16 => f32::from(u16::from_le_bytes([bytes[at], bytes[at + 1]])),
+            Sample::I16 => f32::from(i16::from_le_bytes([bytes[at], bytes[at + 1]])),
+        }
+    };
+    // Channel-first for the model.
     let mut data = vec![0.0f32; spp * frames * plane];
     for f in 0..frames {
         let base = f * plane * spp;
         for c in 0..spp {
             let dst = &mut data[(c * frames + f) * plane..(c * frames + f + 1) * plane];
             for (i, d) in dst.iter_mut().enumerate() {
-                let k = if planar_source {
-                    c * plane + i
-                } else {
-                    i * spp + c
-                };
-                *d = sample((base + k) * bps);
+                *d = value((base + i * spp + c) * bps);
             }
         }
     }
@@ -426,29 +476,69 @@ pub fn infer(
     Ok(Prediction { clips: n, outputs })
 }
 
+/// The thresholds the gate applies and where each came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GateLimits {
+    /// Evidential uncertainty limit (0: off).
+    pub max_uncertainty: f64,
+    /// Spread-across-clips limit (0: off).
+    pub max_clip_spread: f64,
+    /// `serve.toml` or `bundle` for the uncertainty limit.
+    pub uncertainty_from: &'static str,
+    /// `serve.toml` or `bundle` for the spread limit.
+    pub spread_from: &'static str,
+}
+
+impl GateLimits {
+    /// The route's limits where `serve.toml` sets them, else the bundle's recorded ones.
+    pub fn resolve(qc: &Qc, bundle: Option<&bedside_ml::gate::GatePolicy>) -> Self {
+        let pick = |route: Option<f64>, recorded: Option<f64>| match (route, recorded) {
+            (Some(v), _) => (v, "serve.toml"),
+            (None, Some(v)) => (v, "bundle"),
+            (None, None) => (0.0, "none"),
+        };
+        let (max_uncertainty, uncertainty_from) =
+            pick(qc.max_uncertainty, bundle.and_then(|g| g.max_uncertainty));
+        let (max_clip_spread, spread_from) =
+            pick(qc.max_clip_spread, bundle.and_then(|g| g.max_clip_spread));
+        Self {
+            max_uncertainty,
+            max_clip_spread,
+            uncertainty_from,
+            spread_from,
+        }
+    }
+}
+
 /// The out-of-distribution gate: "I don't know" when the evidential uncertainty or the
-/// spread across clips passes the route's thresholds.
-pub fn gate(prediction: &Prediction, qc: &Qc) -> Option<Finding> {
-    if qc.max_uncertainty > 0.0
+/// spread across clips passes the limits.
+pub fn gate(prediction: &Prediction, limits: &GateLimits) -> Option<Finding> {
+    if limits.max_uncertainty > 0.0
         && let Some(u) = prediction.outputs.iter().find(|o| o.name == "uncertainty")
-        && u.mean > qc.max_uncertainty
+        && u.mean > limits.max_uncertainty
     {
         return Some(Finding {
             reason: Reason::Uncertainty,
-            detail: format!("uncertainty {:.3} > {}", u.mean, qc.max_uncertainty),
+            detail: format!(
+                "uncertainty {:.3} > {} ({} threshold)",
+                u.mean, limits.max_uncertainty, limits.uncertainty_from
+            ),
         });
     }
-    if qc.max_clip_spread > 0.0
+    if limits.max_clip_spread > 0.0
         && let Some(o) = prediction
             .outputs
             .iter()
             .filter(|o| o.name != "uncertainty")
             .max_by(|a, b| a.std.total_cmp(&b.std))
-        && o.std > qc.max_clip_spread
+        && o.std > limits.max_clip_spread
     {
         return Some(Finding {
             reason: Reason::ClipSpread,
-            detail: format!("{} spread {:.3} > {}", o.name, o.std, qc.max_clip_spread),
+            detail: format!(
+                "{} spread {:.3} > {} ({} threshold)",
+                o.name, o.std, limits.max_clip_spread, limits.spread_from
+            ),
         });
     }
     None
@@ -457,4 +547,77 @@ pub fn gate(prediction: &Prediction, qc: &Qc) -> Option<Finding> {
 /// Seconds since `t`.
 pub fn since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bedside_ml::gate::GatePolicy;
+
+    fn prediction(uncertainty: f64, spread: f64) -> Prediction {
+        let output = |name: &str, mean: f64, std: f64| Output {
+            name: name.into(),
+            mean,
+            std,
+        };
+        Prediction {
+            clips: 4,
+            outputs: vec![
+                output("prob_0", 0.4, spread),
+                output("prob_1", 0.6, spread),
+                output("uncertainty", uncertainty, 0.9),
+            ],
+        }
+    }
+
+    fn recorded(u: Option<f64>, s: Option<f64>) -> GatePolicy {
+        GatePolicy {
+            max_uncertainty: u,
+            max_clip_spread: s,
+            chosen_by: "test".into(),
+        }
+    }
+
+    #[test]
+    fn the_bundle_threshold_applies_where_serve_toml_is_silent() {
+        let qc = Qc::default();
+        let policy = recorded(Some(0.5), Some(0.2));
+        let limits = GateLimits::resolve(&qc, Some(&policy));
+        assert_eq!(
+            (limits.max_uncertainty, limits.uncertainty_from),
+            (0.5, "bundle")
+        );
+        let finding = gate(&prediction(0.7, 0.01), &limits).map(|f| (f.reason, f.detail));
+        assert_eq!(
+            finding,
+            Some((
+                Reason::Uncertainty,
+                "uncertainty 0.700 > 0.5 (bundle threshold)".to_string()
+            ))
+        );
+        assert!(gate(&prediction(0.3, 0.01), &limits).is_none());
+        let spread = gate(&prediction(0.3, 0.25), &limits).map(|f| f.reason);
+        assert_eq!(spread, Some(Reason::ClipSpread));
+    }
+
+    #[test]
+    fn serve_toml_overrides_and_zero_turns_a_limit_off() {
+        let policy = recorded(Some(0.5), Some(0.2));
+        let qc = Qc {
+            max_uncertainty: Some(0.0),
+            max_clip_spread: Some(0.3),
+            ..Qc::default()
+        };
+        let limits = GateLimits::resolve(&qc, Some(&policy));
+        assert_eq!(limits.max_uncertainty, 0.0);
+        assert_eq!(
+            (limits.max_clip_spread, limits.spread_from),
+            (0.3, "serve.toml")
+        );
+        // The uncertainty limit is off; a spread of 0.25 is within serve.toml's 0.3.
+        assert!(gate(&prediction(0.99, 0.25), &limits).is_none());
+        // No limits anywhere: nothing is gated.
+        let none = GateLimits::resolve(&Qc::default(), None);
+        assert!(gate(&prediction(0.99, 0.9), &none).is_none());
+    }
 }

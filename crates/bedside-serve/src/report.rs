@@ -255,6 +255,12 @@ pub fn build(
     doc.series_description = "Bedside AI result".into();
     doc.manufacturer = "Bedside".into();
     doc.software_versions = env!("CARGO_PKG_VERSION").into();
+    doc.coding_schemes.push(bedside_dicom::sr::CodingScheme {
+        designator: SCHEME.into(),
+        name: "Bedside inference report concepts".into(),
+        version: "1".into(),
+        responsible_organization: "Bedside project".into(),
+    });
     doc.to_object()
 }
 

@@ -384,7 +384,7 @@ fn process(
             timings.push(("qc".into(), since(t)));
             if outcome.qc.is_empty() {
                 let t = Instant::now();
-                let video = pipeline::decode(&obj);
+                let video = pipeline::decode(&obj, model.bundle.manifest.model.input.resized_copy);
                 timings.push(("decode".into(), since(t)));
                 match video {
                     Err(f) => outcome.qc.push(f),
@@ -396,7 +396,11 @@ fn process(
                         match prediction {
                             Err(e) => return fail(&format!("inference failed: {e}")),
                             Ok(p) => {
-                                outcome.gate = pipeline::gate(&p, &route.qc);
+                                let limits = pipeline::GateLimits::resolve(
+                                    &route.qc,
+                                    model.bundle.manifest.gate.as_ref(),
+                                );
+                                outcome.gate = pipeline::gate(&p, &limits);
                                 outcome.status = if outcome.gate.is_some() {
                                     Status::Indeterminate
                                 } else {
@@ -588,6 +592,8 @@ async fn status_of(State(s): State<AppState>, UrlPath(uid): UrlPath<String>) -> 
             "received_at": e.received_at,
             "report_sop_instance_uid": e.report_uid,
             "sent": e.sent,
+            "processed_at": e.processed_at,
+            "sent_at": e.sent_at,
         }))
         .into_response(),
         Err(r) => r,

@@ -99,6 +99,10 @@ pub struct Entry {
     pub report_uid: Option<String>,
     /// Whether the report reached the destination.
     pub sent: bool,
+    /// Seconds since the epoch when processing finished.
+    pub processed_at: Option<f64>,
+    /// Seconds since the epoch when the destination acknowledged the report.
+    pub sent_at: Option<f64>,
 }
 
 /// The store: files, queue and a wake-up signal for the worker.
@@ -193,11 +197,21 @@ impl Store {
                 result TEXT,
                 report_uid TEXT,
                 sent INTEGER NOT NULL DEFAULT 0,
-                processed_at REAL
+                processed_at REAL,
+                sent_at REAL
              );
              CREATE INDEX IF NOT EXISTS instances_state ON instances(state);
              CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);",
         )?;
+        // Queues made by an earlier version lack the delivery time.
+        let has_sent_at: bool = db.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('instances') WHERE name = 'sent_at'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has_sent_at {
+            db.execute_batch("ALTER TABLE instances ADD COLUMN sent_at REAL")?;
+        }
         Ok(Self {
             root: root.to_path_buf(),
             db: Mutex::new(db),
@@ -388,8 +402,8 @@ impl Store {
     /// Marks the report of `uid` as delivered.
     pub fn mark_sent(&self, uid: &str) -> Result<(), QueueError> {
         self.lock()?.execute(
-            "UPDATE instances SET sent = 1 WHERE sop_instance_uid = ?1",
-            [uid],
+            "UPDATE instances SET sent = 1, sent_at = ?2 WHERE sop_instance_uid = ?1",
+            params![uid, now()],
         )?;
         Ok(())
     }
@@ -399,7 +413,8 @@ impl Store {
         Ok(self
             .lock()?
             .query_row(
-                "SELECT sop_instance_uid, state, source, received_at, result, report_uid, sent
+                "SELECT sop_instance_uid, state, source, received_at, result, report_uid, sent,
+                        processed_at, sent_at
                  FROM instances WHERE sop_instance_uid = ?1",
                 [uid],
                 |r| {
@@ -411,6 +426,8 @@ impl Store {
                         result: r.get(4)?,
                         report_uid: r.get(5)?,
                         sent: r.get::<_, i64>(6)? != 0,
+                        processed_at: r.get(7)?,
+                        sent_at: r.get(8)?,
                     })
                 },
             )

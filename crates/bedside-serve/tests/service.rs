@@ -115,7 +115,7 @@ fn config(data: &Path, destination: Option<Destination>) -> ServeConfig {
             route(
                 vec!["ood".into()],
                 Qc {
-                    max_uncertainty: 0.0001,
+                    max_uncertainty: Some(0.0001),
                     ..qc.clone()
                 },
             ),

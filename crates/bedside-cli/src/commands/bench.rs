@@ -31,8 +31,9 @@ rejects or is pathologically slow on, are left out and listed. Then, on that cor
     (libgdcm-tools) and dicom-anonymizer (pydicom) as one process and as one process per core;
     cp -r as the I/O ceiling;
   metadata extraction (read, one checked walk of the data set, hash the pixel data) per core,
-    and without the hash;
-  OCR cost per cine on full-size synthetic echo cines (pixel cleaning with and without OCR).
+    and without the hash, in CPU time of the thread;
+  OCR cost per cine on full-size synthetic echo cines (pixel cleaning with and without OCR,
+    in CPU time of the thread that reads, so that other load does not count).
 Peers that are not installed are reported as such. Ratios are bedside / peer at the same number
 of threads or processes.";
 
@@ -263,7 +264,7 @@ fn measure(args: &CurateArgs, ctx: &Ctx, work: &Path, threads: usize) -> anyhow:
     );
     match ocr {
         Some((n, without, with)) => println!(
-            "  OCR: {:.1} ms per cine on average ({n} cines of 480x640; pixel cleaning {without:.1} ms without OCR, {with:.1} ms with; goal < 100 ms)",
+            "  OCR: {:.1} ms per cine on average ({n} cines of 480x640; pixel cleaning {without:.1} ms without OCR, {with:.1} ms with, CPU time of one thread; goal < 100 ms)",
             with - without
         ),
         None => {

@@ -130,6 +130,10 @@ pub struct Args {
     /// Report title.
     #[arg(long, default_value = "Bedside evaluation")]
     pub title: String,
+    /// Add the "Explanations" section written by `bedside explain --dataset`
+    /// (its explanations.json).
+    #[arg(long)]
+    pub explanations: Option<PathBuf>,
 }
 
 /// Runs the subcommand.
@@ -211,7 +215,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         "{} rows, {} bootstrap replicates",
         table.n, args.bootstrap
     ));
-    let report = evaluate(&table, &settings).map_err(|e| Exit::invalid(error_chain(&e)))?;
+    let mut report = evaluate(&table, &settings).map_err(|e| Exit::invalid(error_chain(&e)))?;
+    if let Some(path) = &args.explanations {
+        report.explanations = Some(
+            bedside_eval::explanations::read_section(path)
+                .map_err(|e| Exit::invalid(error_chain(&e)))?,
+        );
+    }
     bar.inc(1);
     bar.finish_and_clear();
     let (html, json) = write_report(&report, &args.out, "evaluation", &args.title)

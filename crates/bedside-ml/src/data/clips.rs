@@ -124,6 +124,19 @@ impl ClipSampler {
         (0..count).collect()
     }
 
+    /// At most `max` of [`Self::all_starts`], evenly spaced from the first to the last (all of
+    /// them when `max` is absent, 0 or not below their number). Test-time prediction and
+    /// validation during training both choose their clips with it.
+    pub fn spaced_starts(&self, frames: usize, max: Option<usize>) -> Vec<usize> {
+        let starts = self.all_starts(frames);
+        match max {
+            Some(m) if m > 0 && m < starts.len() => (0..m)
+                .map(|k| starts[k * (starts.len() - 1) / (m - 1).max(1)])
+                .collect(),
+            _ => starts,
+        }
+    }
+
     /// One start drawn uniformly from [`Self::all_starts`].
     pub fn random_start(&self, frames: usize, rng: &mut Rng) -> usize {
         let count = self.all_starts(frames).len();

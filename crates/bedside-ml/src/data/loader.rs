@@ -51,7 +51,17 @@ pub enum LoaderError {
     Stopped(String),
 }
 
+/// Whether `path` names a Parquet table (its name ends in `.parquet`, any case).
+pub fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
+/// Read a CSV table, or a Parquet table when the name ends in `.parquet`.
 fn read_table(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>), ManifestError> {
+    if is_parquet(path) {
+        return read_parquet(path);
+    }
     let read = |message: String| ManifestError::Read {
         path: path.to_path_buf(),
         message,
@@ -73,7 +83,79 @@ fn read_table(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>), ManifestEr
     Ok((header, rows))
 }
 
-/// A table in memory: the manifest CSV, or the join of an array index and a label sheet.
+/// Read a Parquet table as text cells, so that it goes through the same validation as a CSV
+/// one: strings as they are, integers and booleans (`true`/`false`) in decimal, floating-point
+/// numbers in their shortest form that reads back to the same value, dates as `YYYYMMDD` (the
+/// form of DICOM and of `bedside curate`'s CSV), nulls as empty cells (which the manifest then
+/// rejects where a value is needed, naming the row and column). Other types (times, nested
+/// columns) keep the Parquet library's text.
+fn read_parquet(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>), ManifestError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let read = |message: String| ManifestError::Read {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| read(e.to_string()))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| read(format!("not Parquet: {e}")))?;
+    let header: Vec<String> = reader
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    let mut rows = Vec::new();
+    for row in reader {
+        let row = row.map_err(|e| read(e.to_string()))?;
+        let cells = row
+            .get_column_iter()
+            .map(|(_, field)| match field {
+                Field::Null => String::new(),
+                Field::Str(s) => s.clone(),
+                Field::Bytes(b) => String::from_utf8_lossy(b.data()).into_owned(),
+                Field::Bool(v) => v.to_string(),
+                Field::Byte(v) => v.to_string(),
+                Field::Short(v) => v.to_string(),
+                Field::Int(v) => v.to_string(),
+                Field::Long(v) => v.to_string(),
+                Field::UByte(v) => v.to_string(),
+                Field::UShort(v) => v.to_string(),
+                Field::UInt(v) => v.to_string(),
+                Field::ULong(v) => v.to_string(),
+                Field::Float16(v) => f32::from(*v).to_string(),
+                Field::Float(v) => v.to_string(),
+                Field::Double(v) => v.to_string(),
+                Field::Date(days) => {
+                    let (y, m, d) = civil_from_days(i64::from(*days));
+                    format!("{y:04}{m:02}{d:02}")
+                }
+                other => other.to_string(),
+            })
+            .collect();
+        rows.push(cells);
+    }
+    Ok((header, rows))
+}
+
+/// The proleptic Gregorian date of `days` since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A table in memory: the manifest (CSV or Parquet), or the join of an array index and a
+/// label sheet.
 #[derive(Debug, Clone)]
 pub struct Table {
     /// How the table is named in messages.
@@ -102,6 +184,10 @@ impl Table {
 }
 
 /// Read `index` alone, or `index` inner-joined with `labels` on `key` (a column of both).
+/// Either table is CSV, or Parquet when its name ends in `.parquet` ([`is_parquet`]), whose
+/// cells are read as the text a CSV would hold: strings as they are, numbers in decimal (floats
+/// in their shortest form that reads back exactly), booleans `true`/`false`, dates `YYYYMMDD`,
+/// nulls empty.
 /// Columns of the label sheet win when both tables have one of the same name; a key repeated
 /// in the label sheet is an error, index rows without labels are dropped (and counted).
 pub fn load_table(index: &Path, labels: Option<&Path>, key: &str) -> Result<Table, ManifestError> {
@@ -567,6 +653,15 @@ mod tests {
             0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0,
         ];
         assert_eq!(out.data, expect);
+    }
+
+    #[test]
+    fn dates_from_days_since_the_epoch() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-719_468), (0, 3, 1));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The study manifest: one row per study naming its array, split, labels, tabular covariates
-//! and group columns. Read from CSV and validated before any training starts.
+//! and group columns. Read from CSV or Parquet (see [`crate::data::loader::load_table`]) and
+//! validated before any training starts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

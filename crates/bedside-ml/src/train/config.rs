@@ -14,6 +14,7 @@ use crate::backend::BackendKind;
 use crate::data::manifest::ManifestColumns;
 use crate::loss::evidential::{Evidence, EvidentialDataTerm};
 use crate::loss::survival::CoxTies;
+use crate::train::model::{FRAME_CNN, FRAME_CNN_MAX, frame_cnn_pooling};
 use crate::video::VideoArch;
 
 /// The whole experiment.
@@ -66,11 +67,12 @@ impl Default for ExperimentConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Manifest CSV: one row per array with the array path column (relative paths resolve
-    /// against the manifest's folder); with `labels`, the index of arrays to join.
+    /// Manifest, CSV or Parquet (a name ending in `.parquet`): one row per array with the
+    /// array path column (relative paths resolve against the manifest's folder); with
+    /// `labels`, the index of arrays to join (e.g. `bedside curate`'s `metadata.parquet`).
     pub manifest: PathBuf,
-    /// Optional label table joined to `manifest` on `join_key` (e.g. `bedside curate`'s
-    /// `metadata.csv` plus a label sheet).
+    /// Optional label table (CSV or Parquet) joined to `manifest` on `join_key` (e.g.
+    /// `bedside curate`'s `metadata.csv` plus a label sheet).
     pub labels: Option<PathBuf>,
     /// Column present in both tables for the join (default: the study column).
     pub join_key: Option<String>,
@@ -84,6 +86,11 @@ pub struct DataConfig {
     pub clip_length: usize,
     /// Step between sampled frames.
     pub period: usize,
+    /// Clips per validation study, evenly spaced from the first to the last valid start (as
+    /// `bedside predict --max-clips` chooses them); the study's prediction is the mean of its
+    /// clips' predictions. Studies with fewer valid starts use all of them. Validation costs
+    /// this many forward passes per study.
+    pub val_clips: usize,
     /// Side of the square frames fed to the model; larger arrays are resized with their aspect
     /// kept and zero-padded.
     pub size: usize,
@@ -115,6 +122,7 @@ impl Default for DataConfig {
             val_split: "val".into(),
             clip_length: 16,
             period: 2,
+            val_clips: 4,
             size: 64,
             resized_copy: None,
             workers: 1,
@@ -152,15 +160,23 @@ impl Default for AugmentConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// torchvision name: `r2plus1d_18`, `r3d_18` or `mc3_18`.
+    /// torchvision name of a video ResNet: `r2plus1d_18`, `r3d_18` or `mc3_18`; or the
+    /// per-frame 2D CNN baseline with temporal pooling, `frame_cnn` (mean over frames) or
+    /// `frame_cnn_max` (max over frames), which shows what 3D convolutions add.
     pub backbone: String,
-    /// Channel multiplier on torchvision's widths.
+    /// Channel multiplier on torchvision's widths 64/128/256/512 (the frame CNN uses the same
+    /// widths for its stem and three stages).
     pub width: f64,
-    /// Residual blocks per stage.
+    /// Residual blocks per stage (the frame CNN has one convolution per stage: `[1, 1, 1, 1]`).
     pub layers: [usize; 4],
     /// torchvision weights (`.pt`/`.safetensors`) to start from; every backbone key must load,
     /// only `fc.*` may differ.
     pub pretrained: Option<PathBuf>,
+    /// A Bedside model bundle (from `bedside export`) whose backbone starts this run: every
+    /// backbone weight is copied, the task head (`fc`, fusion) starts fresh. The bundle's
+    /// backbone, width and layers must equal this configuration's. Transfer between clinical
+    /// tasks on the same images, e.g. a reduced-EF classifier started from an EF regressor.
+    pub init_from: Option<PathBuf>,
     /// Hidden width of the late-fusion head (used when `task.tabular` names columns).
     pub fusion_hidden: usize,
     /// Dropout before the head.
@@ -174,6 +190,7 @@ impl Default for ModelConfig {
             width: 0.25,
             layers: [1, 1, 1, 1],
             pretrained: None,
+            init_from: None,
             fusion_hidden: 32,
             dropout: 0.0,
         }
@@ -409,6 +426,10 @@ pub struct TrainingConfig {
     pub batch_size: usize,
     /// Clip each parameter's gradient to this L2 norm (burn's per-tensor clipping).
     pub grad_clip_norm: Option<f64>,
+    /// Also checkpoint every this many optimiser steps inside an epoch (absent: only at the
+    /// end of each epoch). `--resume` continues from the batch after the checkpoint with the
+    /// same results as an uninterrupted run.
+    pub checkpoint_every_steps: Option<usize>,
     /// Early stopping and best-model selection.
     pub early_stopping: EarlyStoppingConfig,
 }
@@ -419,6 +440,7 @@ impl Default for TrainingConfig {
             epochs: 10,
             batch_size: 8,
             grad_clip_norm: None,
+            checkpoint_every_steps: None,
             early_stopping: EarlyStoppingConfig::default(),
         }
     }
@@ -463,13 +485,16 @@ impl Validate for ExperimentConfig {
         }
         let d = &self.data;
         if d.manifest.as_os_str().is_empty() {
-            return err("data.manifest", "name the manifest CSV");
+            return err("data.manifest", "name the manifest (CSV or Parquet)");
         }
         if d.clip_length == 0 {
             return err("data.clip_length", "must be at least 1");
         }
         if d.period == 0 {
             return err("data.period", "must be at least 1");
+        }
+        if d.val_clips == 0 {
+            return err("data.val_clips", "must be at least 1");
         }
         if !(8..=1024).contains(&d.size) {
             return err("data.size", format!("must lie in 8..=1024, got {}", d.size));
@@ -503,8 +528,33 @@ impl Validate for ExperimentConfig {
                 "must be [low, high] with 0 < low <= high",
             );
         }
-        if let Err(e) = VideoArch::from_torchvision_name(&self.model.backbone) {
-            return err("model.backbone", e.to_string());
+        if let Some(pooling) = frame_cnn_pooling(&self.model.backbone) {
+            if self.model.layers != [1, 1, 1, 1] {
+                return err(
+                    "model.layers",
+                    format!(
+                        "the {} backbone has one convolution per stage: use [1, 1, 1, 1]",
+                        self.model.backbone
+                    ),
+                );
+            }
+            if self.model.pretrained.is_some() {
+                return err(
+                    "model.pretrained",
+                    format!(
+                        "torchvision video weights do not fit the {} backbone ({pooling:?} pooling over frames)",
+                        self.model.backbone
+                    ),
+                );
+            }
+        } else if VideoArch::from_torchvision_name(&self.model.backbone).is_err() {
+            return err(
+                "model.backbone",
+                format!(
+                    "unknown backbone `{}` (expected r2plus1d_18, r3d_18, mc3_18, {FRAME_CNN} or {FRAME_CNN_MAX})",
+                    self.model.backbone
+                ),
+            );
         }
         if !(self.model.width.is_finite() && self.model.width > 0.0 && self.model.width <= 4.0) {
             return err("model.width", "must lie in (0, 4]");
@@ -517,6 +567,12 @@ impl Validate for ExperimentConfig {
         }
         if self.model.fusion_hidden == 0 {
             return err("model.fusion_hidden", "must be at least 1");
+        }
+        if self.model.pretrained.is_some() && self.model.init_from.is_some() {
+            return err(
+                "model.init_from",
+                "cannot be combined with model.pretrained: choose one starting point",
+            );
         }
         self.validate_task()?;
         let o = &self.optimizer;
@@ -556,6 +612,9 @@ impl Validate for ExperimentConfig {
             && !(c.is_finite() && c > 0.0)
         {
             return err("training.grad_clip_norm", "must be positive");
+        }
+        if t.checkpoint_every_steps == Some(0) {
+            return err("training.checkpoint_every_steps", "must be at least 1");
         }
         let metric = &t.early_stopping.metric;
         let allowed: Vec<String> = std::iter::once("loss")
@@ -668,6 +727,9 @@ impl ExperimentConfig {
             fix(p);
         }
         if let Some(p) = self.model.pretrained.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.model.init_from.as_mut() {
             fix(p);
         }
     }

@@ -2,15 +2,23 @@
 //!
 //! A run folder holds the resolved configuration (`config.toml`), `metrics.csv` (one row per
 //! epoch: learning rate, losses and task metrics on the training and validation splits),
-//! `checkpoint/` (model and optimiser of the last finished epoch plus `state.json`, each
-//! written atomically, so a crash loses at most the epoch in progress), `best/model.bpk` (the
+//! `checkpoint/` (model and optimiser of the last finished epoch, or of the last
+//! `training.checkpoint_every_steps` step inside an epoch, plus `state.json`, each written
+//! atomically, so a crash loses at most the work since that checkpoint), `best/model.bpk` (the
 //! model of the best validation epoch) and `data.json` (the training data summary).
 //!
+//! Validation follows EchoNet-Dynamic's test-time protocol in small: `data.val_clips` evenly
+//! spaced clips per study, the study's prediction being the mean of its clips' (as `bedside
+//! predict` computes it); training draws one random clip per study and epoch.
+//!
 //! Resuming restores the model, the optimiser's moments, the step counter (the learning rate
-//! is a pure function of it, see [`schedule`]), the epoch and the best-model bookkeeping. Every
-//! random choice of an epoch (order, clip starts, augmentations, dropout) is derived from the
-//! seed and the epoch number, so a resumed run writes the same `metrics.csv` as an
-//! uninterrupted one.
+//! is a pure function of it, see [`schedule`]), the epoch, the position inside the epoch (the
+//! batches already taken and the running loss and outputs of the epoch's metrics row) and the
+//! best-model bookkeeping. Every random choice (order, clip starts, augmentations) is derived
+//! from the seed and the epoch number; the backend's generator (fresh parameters, dropout) is
+//! seeded from the seed, the epoch and the batch, so a
+//! resumed run writes the same `metrics.csv` and reaches the same weights as an uninterrupted
+//! one on the CPU.
 
 pub mod config;
 pub mod metrics;
@@ -22,8 +30,8 @@ use std::path::PathBuf;
 
 pub(crate) use run::load_model_file as run_load_model;
 pub use run::{
-    DataSummary, MetricsRow, RunState, SplitSummary, TrainEvent, TrainOutcome, load_run_state,
-    train,
+    DataSummary, ExactValues, MetricsRow, PartialEpoch, RunState, SplitSummary, TrainEvent,
+    TrainOutcome, load_run_state, train,
 };
 
 use crate::data::loader::LoaderError;

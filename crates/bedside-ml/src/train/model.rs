@@ -1,5 +1,6 @@
-//! The trained model: a video backbone with a task head (or late fusion with tabular
-//! covariates), and the [`ModelSpec`] that rebuilds it and reads its outputs.
+//! The trained model: a video backbone (a torchvision-style video ResNet, or the per-frame 2D
+//! CNN baseline) with a task head (or late fusion with tabular covariates), and the
+//! [`ModelSpec`] that rebuilds it and reads its outputs.
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{SurvivalModel, TaskKind};
 use crate::data::clips::Normalization;
 use crate::error::MlError;
+use crate::frame_cnn::{FrameCnn, FrameCnnConfig, TemporalPooling};
 use crate::heads::{LateFusion, LateFusionConfig};
 use crate::loss::evidential::{Evidence, evidence};
 use crate::video::{VideoArch, VideoResNet, VideoResNetConfig};
@@ -166,11 +168,36 @@ fn softmax_host(z: &[f64]) -> Vec<f64> {
     e.iter().map(|v| v / sum).collect()
 }
 
+/// `model.backbone` of the per-frame 2D CNN baseline with mean pooling over time.
+pub const FRAME_CNN: &str = "frame_cnn";
+/// `model.backbone` of the per-frame 2D CNN baseline with max pooling over time.
+pub const FRAME_CNN_MAX: &str = "frame_cnn_max";
+
+/// The temporal pooling of a per-frame 2D CNN backbone name ([`FRAME_CNN`],
+/// [`FRAME_CNN_MAX`]); `None` for any other name (a video ResNet).
+pub fn frame_cnn_pooling(backbone: &str) -> Option<TemporalPooling> {
+    match backbone {
+        FRAME_CNN => Some(TemporalPooling::Mean),
+        FRAME_CNN_MAX => Some(TemporalPooling::Max),
+        _ => None,
+    }
+}
+
+/// Channel widths (stem, then three strided stages) of the per-frame 2D CNN for the width
+/// multiplier `width` on 64/128/256/512, each rounded and kept at least 1 (the video ResNets'
+/// rule): `width = 0.25` gives 16/32/64/128.
+pub fn frame_cnn_widths(width: f64) -> Vec<usize> {
+    [64usize, 128, 256, 512]
+        .iter()
+        .map(|&c| ((c as f64 * width).round() as usize).max(1))
+        .collect()
+}
+
 /// Everything needed to rebuild a trained model and read its outputs, without the run's
 /// configuration or data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
-    /// torchvision backbone name.
+    /// Backbone: a torchvision video ResNet name, or [`FRAME_CNN`] / [`FRAME_CNN_MAX`].
     pub backbone: String,
     /// Width multiplier.
     pub width: f64,
@@ -191,21 +218,46 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// Build the model with fresh weights (seed the device first for reproducible weights).
     pub fn init(&self, device: &Device) -> Result<ClinicalModel, MlError> {
-        let arch = VideoArch::from_torchvision_name(&self.backbone)?;
         let output_dim = self.task.output_dim();
-        let backbone = VideoResNetConfig::new(arch)
-            .with_width(self.width)
-            .with_layers(self.layers)
-            .with_num_classes(output_dim)
-            .init(device)?;
+        let (backbone, frame_cnn, embedding_dim) = match frame_cnn_pooling(&self.backbone) {
+            Some(pooling) => {
+                if self.layers != [1, 1, 1, 1] {
+                    return Err(MlError::InvalidConfig {
+                        message: format!(
+                            "the {} backbone has one convolution per stage: layers must be [1, 1, 1, 1], got {:?}",
+                            self.backbone, self.layers
+                        ),
+                    });
+                }
+                let widths = frame_cnn_widths(self.width);
+                let embedding_dim = widths[widths.len() - 1];
+                let model = FrameCnnConfig::new(output_dim)
+                    .with_widths(widths)
+                    .with_pooling(pooling)
+                    .init(device)?;
+                (None, Some(model), embedding_dim)
+            }
+            None => {
+                let arch = VideoArch::from_torchvision_name(&self.backbone)?;
+                let config = VideoResNetConfig::new(arch)
+                    .with_width(self.width)
+                    .with_layers(self.layers)
+                    .with_num_classes(output_dim);
+                // From the configuration: reading a fresh parameter's shape would initialise it
+                // here, out of the order the seeded first forward pass draws in.
+                let embedding_dim = config.embedding_dim();
+                (Some(config.init(device)?), None, embedding_dim)
+            }
+        };
         let fusion = (!self.tabular.is_empty()).then(|| {
-            LateFusionConfig::new(backbone.embedding_dim(), self.tabular.len(), output_dim)
+            LateFusionConfig::new(embedding_dim, self.tabular.len(), output_dim)
                 .with_hidden_dim(self.fusion_hidden)
                 .with_dropout(self.dropout)
                 .init(device)
         });
         Ok(ClinicalModel {
             backbone,
+            frame_cnn,
             dropout: DropoutConfig::new(self.dropout).init(),
             fusion,
         })
@@ -214,10 +266,18 @@ impl ModelSpec {
 
 /// A video backbone with its head: the backbone's `fc` on the embedding, or late fusion of
 /// the embedding with tabular covariates.
+///
+/// Exactly one of `backbone` (a video ResNet) and `frame_cnn` (the per-frame 2D CNN baseline)
+/// is present in a model built by [`ModelSpec::init`]. A video ResNet's parameters keep the
+/// record paths `backbone.…`, the baseline's are `frame_cnn.…`.
 #[derive(Module, Debug)]
 pub struct ClinicalModel {
-    /// The video ResNet (its `fc` is the head when there is no fusion).
-    pub backbone: VideoResNet,
+    /// The video ResNet (its `fc` is the head when there is no fusion); absent when the model
+    /// is the per-frame baseline.
+    pub backbone: Option<VideoResNet>,
+    /// The per-frame 2D CNN with temporal pooling (`model.backbone = "frame_cnn"`), in place of
+    /// a video ResNet (its `fc` is the head when there is no fusion).
+    pub frame_cnn: Option<FrameCnn>,
     /// Dropout on the embedding (active only on autodiff devices).
     pub dropout: Dropout,
     /// Late fusion with tabular covariates.
@@ -231,13 +291,42 @@ impl ClinicalModel {
     /// - clips: `[batch, 3, frames, height, width]`; tabular: `[batch, covariates]`
     /// - output: `[batch, output_dim]`
     pub fn forward(&self, clips: Tensor<5>, tabular: Option<Tensor<2>>) -> Tensor<2> {
-        let embedding = self.dropout.forward(self.backbone.embed(clips));
+        let embedding = self.dropout.forward(self.embed(clips));
         match (&self.fusion, tabular) {
             (Some(fusion), Some(tabular)) => fusion.forward(embedding, tabular),
-            _ => self.backbone.fc.forward(embedding),
+            _ => match (&self.backbone, &self.frame_cnn) {
+                (Some(backbone), _) => backbone.fc.forward(embedding),
+                (None, Some(frame_cnn)) => frame_cnn.fc.forward(embedding),
+                (None, None) => panic!("{NO_BACKBONE}"),
+            },
+        }
+    }
+
+    /// The clip embedding (before dropout and the head).
+    ///
+    /// # Shapes
+    /// - clips: `[batch, 3, frames, height, width]`
+    /// - output: `[batch, embedding_dim]`
+    pub fn embed(&self, clips: Tensor<5>) -> Tensor<2> {
+        match (&self.backbone, &self.frame_cnn) {
+            (Some(backbone), _) => backbone.embed(clips),
+            (None, Some(frame_cnn)) => frame_cnn.embed(clips),
+            (None, None) => panic!("{NO_BACKBONE}"),
+        }
+    }
+
+    /// Width of the clip embedding.
+    pub fn embedding_dim(&self) -> usize {
+        match (&self.backbone, &self.frame_cnn) {
+            (Some(backbone), _) => backbone.embedding_dim(),
+            (None, Some(frame_cnn)) => frame_cnn.embedding_dim(),
+            (None, None) => panic!("{NO_BACKBONE}"),
         }
     }
 }
+
+const NO_BACKBONE: &str =
+    "a ClinicalModel holds a video ResNet or a frame CNN (build it with ModelSpec::init)";
 
 /// Class probabilities of a classification head's logits (used for fairness penalties).
 pub(crate) fn positive_score(kind: TaskKind, out: Tensor<2>, ev: Evidence) -> Tensor<1> {

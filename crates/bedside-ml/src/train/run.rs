@@ -40,6 +40,17 @@ use crate::weights::{LoadMode, WeightSource, load_torchvision_video};
 
 const STATE_VERSION: u32 = 1;
 
+/// The backends' random generator is one per process (burn's `seed` sets it for every
+/// device). A seed and the draws that must follow it (initialisation, a batch's dropout masks)
+/// hold this lock, so that runs sharing a process (tests, a service) stay reproducible.
+static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn generator_lock() -> std::sync::MutexGuard<'static, ()> {
+    GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Counts of one split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SplitSummary {
@@ -133,11 +144,158 @@ pub struct RunState {
     pub model_file: String,
     /// Optimiser record of the last epoch (file name in `checkpoint/`).
     pub optim_file: String,
+    /// The epoch in progress when the checkpoint was taken inside an epoch
+    /// (`training.checkpoint_every_steps`); absent for a checkpoint at an epoch's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialEpoch>,
+    /// The floating-point values of `rows` (learning rate, then the values) and of `best` as
+    /// bit patterns: JSON numbers may read back one unit in the last place off, so
+    /// [`load_run_state`] restores these instead and a resumed run rewrites `metrics.csv`
+    /// exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<ExactValues>,
+}
+
+/// Bit patterns of a [`RunState`]'s floating-point values (see [`RunState::exact`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExactValues {
+    /// Per row of `rows`: the learning rate, then each value.
+    pub rows: Vec<Vec<u64>>,
+    /// The monitored value of `best`.
+    pub best: Option<u64>,
+    /// The model specification's statistics: normalisation means and standard deviations,
+    /// target mean and standard deviation, cut points, tabular means and standard deviations.
+    #[serde(default)]
+    pub spec: Vec<u64>,
+}
+
+/// The floating-point statistics of a [`ModelSpec`] that the training data determine.
+fn spec_values(spec: &mut ModelSpec) -> Vec<&mut f64> {
+    let n = &mut spec.input.normalization;
+    n.mean
+        .iter_mut()
+        .chain(n.std.iter_mut())
+        .chain([&mut spec.task.target_mean, &mut spec.task.target_std])
+        .chain(spec.task.cuts.iter_mut())
+        .chain(
+            spec.tabular
+                .iter_mut()
+                .flat_map(|c| [&mut c.mean, &mut c.std]),
+        )
+        .collect()
+}
+
+impl RunState {
+    fn record_exact(&mut self) {
+        self.exact = Some(ExactValues {
+            rows: self
+                .rows
+                .iter()
+                .map(|r| {
+                    std::iter::once(r.lr.to_bits())
+                        .chain(r.values.iter().map(|(_, v)| v.to_bits()))
+                        .collect()
+                })
+                .collect(),
+            best: self.best.map(|(_, v)| v.to_bits()),
+            spec: spec_values(&mut self.spec.clone())
+                .into_iter()
+                .map(|v| v.to_bits())
+                .collect(),
+        });
+    }
+
+    fn restore_exact(&mut self) {
+        let Some(exact) = self.exact.take() else {
+            return;
+        };
+        let fits = exact.rows.len() == self.rows.len()
+            && exact
+                .rows
+                .iter()
+                .zip(&self.rows)
+                .all(|(bits, row)| bits.len() == 1 + row.values.len());
+        if !fits {
+            return;
+        }
+        for (bits, row) in exact.rows.iter().zip(&mut self.rows) {
+            row.lr = f64::from_bits(bits[0]);
+            for ((_, v), b) in row.values.iter_mut().zip(&bits[1..]) {
+                *v = f64::from_bits(*b);
+            }
+        }
+        if let (Some((_, v)), Some(b)) = (self.best.as_mut(), exact.best) {
+            *v = f64::from_bits(b);
+        }
+        let values = spec_values(&mut self.spec);
+        if values.len() == exact.spec.len() {
+            for (v, b) in values.into_iter().zip(&exact.spec) {
+                *v = f64::from_bits(*b);
+            }
+        }
+    }
+}
+
+/// Where a checkpoint taken inside an epoch stands: what `--resume` needs to continue with the
+/// next batch and still write the epoch's `metrics.csv` row exactly as an uninterrupted run
+/// does. Floating-point values are kept as their bit patterns, so they read back exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// The epoch in progress (0-based; equals `epochs_done`).
+    pub epoch: usize,
+    /// Training batches of the epoch already applied to the checkpointed model.
+    pub batches_done: usize,
+    /// Learning rate of the last step taken.
+    #[serde(with = "f64_bits")]
+    pub lr: f64,
+    /// Sum over the finished batches of the batch loss times the batch size.
+    #[serde(with = "f64_bits")]
+    pub loss_sum: f64,
+    /// Manifest row and interpreted outputs of every training clip of the epoch so far, in
+    /// batch order.
+    #[serde(with = "outputs_bits")]
+    pub outputs: Vec<(usize, Vec<f64>)>,
+}
+
+/// An `f64` as its IEEE-754 bit pattern (exact through JSON, NaN included).
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        v.to_bits().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        u64::deserialize(d).map(f64::from_bits)
+    }
+}
+
+/// Per-row outputs with every value as its bit pattern.
+mod outputs_bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    type Rows = Vec<(usize, Vec<f64>)>;
+
+    pub fn serialize<S: Serializer>(rows: &Rows, s: S) -> Result<S::Ok, S::Error> {
+        rows.iter()
+            .map(|(i, v)| (*i, v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>()))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Rows, D::Error> {
+        let raw: Vec<(usize, Vec<u64>)> = Vec::deserialize(d)?;
+        Ok(raw
+            .into_iter()
+            .map(|(i, v)| (i, v.into_iter().map(f64::from_bits).collect()))
+            .collect())
+    }
 }
 
 /// Progress reported to the caller (the CLI draws bars from it). Returning
-/// `ControlFlow::Break` stops the run: at once after a batch (the epoch in progress is lost),
-/// after the checkpoint at the end of an epoch.
+/// `ControlFlow::Break` stops the run: at once after a batch (the work since the last
+/// checkpoint is lost: the epoch in progress, or its steps since the last
+/// `training.checkpoint_every_steps` checkpoint), after the checkpoint at the end of an epoch.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum TrainEvent<'a> {
@@ -151,7 +309,7 @@ pub enum TrainEvent<'a> {
         epochs: usize,
         /// Batches per training epoch.
         train_batches: usize,
-        /// Batches per validation pass.
+        /// Batches per validation pass (`data.val_clips` clips per study).
         val_batches: usize,
     },
     /// A training batch finished.
@@ -212,6 +370,8 @@ struct Prepared {
     targets: Targets,
     train: Vec<usize>,
     val: Vec<usize>,
+    /// Frames of each training and validation array (0 for the other rows).
+    frames: Vec<usize>,
 }
 
 fn mean_std(values: &[f64]) -> (f64, f64) {
@@ -272,6 +432,7 @@ fn prepare(config: &ExperimentConfig) -> Result<Prepared, TrainError> {
     let train = pick(&d.train_split)?;
     let val = pick(&d.val_split)?;
     // Shapes are checked from the array headers before anything is trained.
+    let mut frames = vec![0; manifest.studies.len()];
     for &i in train.iter().chain(&val) {
         let path = &manifest.studies[i].array;
         let shape = npy_shape(path).map_err(|message| crate::data::loader::LoaderError::Array {
@@ -294,6 +455,7 @@ fn prepare(config: &ExperimentConfig) -> Result<Prepared, TrainError> {
             }
             .into());
         }
+        frames[i] = shape[0];
     }
     let n = manifest.studies.len();
     let label_of = |what: &str, i: usize| {
@@ -505,6 +667,7 @@ fn prepare(config: &ExperimentConfig) -> Result<Prepared, TrainError> {
         targets,
         train,
         val,
+        frames,
     })
 }
 
@@ -717,8 +880,9 @@ fn metrics_csv(rows: &[MetricsRow]) -> String {
 pub fn load_run_state(run: &Path) -> Result<RunState, TrainError> {
     let path = run.join("checkpoint").join("state.json");
     let bytes = read_file(&path)?;
-    let state: RunState =
+    let mut state: RunState =
         serde_json::from_slice(&bytes).map_err(|e| TrainError::record(&path, e))?;
+    state.restore_exact();
     if state.version != STATE_VERSION {
         return Err(TrainError::record(
             &path,
@@ -746,6 +910,10 @@ pub(crate) fn load_model_file(
 }
 
 fn save_model(model: &ClinicalModel, path: &Path) -> Result<(), TrainError> {
+    // BatchNorm's running statistics keep their latest update apart until they are
+    // synchronised (by the next forward pass, or by making the inference copy): synchronise
+    // them so that a checkpoint taken between two steps holds every update.
+    let _ = model.valid();
     let bytes = model
         .clone()
         .into_record()
@@ -757,9 +925,15 @@ fn save_model(model: &ClinicalModel, path: &Path) -> Result<(), TrainError> {
 fn load_pretrained(model: ClinicalModel, path: &Path) -> Result<ClinicalModel, TrainError> {
     let ClinicalModel {
         backbone,
+        frame_cnn,
         dropout,
         fusion,
     } = model;
+    let Some(backbone) = backbone else {
+        return Err(TrainError::invalid(
+            "model.pretrained: torchvision video weights need a video ResNet backbone",
+        ));
+    };
     let (backbone, report) = load_torchvision_video(
         backbone,
         &WeightSource::File(path.to_path_buf()),
@@ -800,7 +974,63 @@ fn load_pretrained(model: ClinicalModel, path: &Path) -> Result<ClinicalModel, T
         ));
     }
     Ok(ClinicalModel {
+        backbone: Some(backbone),
+        frame_cnn,
+        dropout,
+        fusion,
+    })
+}
+
+/// Copy the backbone of the bundle in `dir` into `model`, keeping `model`'s own head.
+fn init_backbone_from_bundle(
+    model: ClinicalModel,
+    spec: &ModelSpec,
+    dir: &Path,
+    device: &Device,
+) -> Result<ClinicalModel, TrainError> {
+    let source = crate::bundle::read_manifest(dir)?;
+    let same = source.model.backbone == spec.backbone
+        && source.model.width == spec.width
+        && source.model.layers == spec.layers;
+    if !same {
+        return Err(TrainError::record(
+            dir,
+            format!(
+                "model.init_from: the bundle's backbone is {} width {} layers {:?}, this configuration's is {} width {} layers {:?}; they must be equal",
+                source.model.backbone,
+                source.model.width,
+                source.model.layers,
+                spec.backbone,
+                spec.width,
+                spec.layers
+            ),
+        ));
+    }
+    let bundle = crate::bundle::load(dir, device)?;
+    let ClinicalModel {
         backbone,
+        frame_cnn,
+        dropout,
+        fusion,
+    } = model;
+    // The head's width is this task's (1 value, 2 classes, K time bins): it stays fresh.
+    let backbone = match (backbone, bundle.model.backbone) {
+        (Some(own), Some(source)) => Some(crate::video::VideoResNet {
+            fc: own.fc,
+            ..source
+        }),
+        (own, _) => own,
+    };
+    let frame_cnn = match (frame_cnn, bundle.model.frame_cnn) {
+        (Some(own), Some(source)) => Some(crate::frame_cnn::FrameCnn {
+            fc: own.fc,
+            ..source
+        }),
+        (own, _) => own,
+    };
+    Ok(ClinicalModel {
+        backbone,
+        frame_cnn,
         dropout,
         fusion,
     })
@@ -829,9 +1059,10 @@ pub fn train(
         let mut comparable = config.clone();
         comparable.training.epochs = saved.training.epochs;
         comparable.training.early_stopping = saved.training.early_stopping.clone();
+        comparable.training.checkpoint_every_steps = saved.training.checkpoint_every_steps;
         if comparable != saved {
             return Err(TrainError::invalid(format!(
-                "the configuration differs from the one {} was started with ({}); only training.epochs and training.early_stopping may change on resume",
+                "the configuration differs from the one {} was started with ({}); only training.epochs, training.early_stopping and training.checkpoint_every_steps may change on resume",
                 run.display(),
                 config_path.display()
             )));
@@ -893,10 +1124,16 @@ pub fn train(
             (model, state)
         }
         None => {
-            device.seed(config.seed);
-            let mut model = spec.init(&ad_device)?;
+            let mut model = {
+                let _generator = generator_lock();
+                device.seed(config.seed);
+                spec.init(&ad_device)?
+            };
             if let Some(path) = &config.model.pretrained {
                 model = load_pretrained(model, path)?;
+            }
+            if let Some(dir) = &config.model.init_from {
+                model = init_backbone_from_bundle(model, &spec, dir, &ad_device)?;
             }
             std::fs::create_dir_all(&checkpoint_dir).map_err(TrainError::io(&checkpoint_dir))?;
             let text = config
@@ -918,13 +1155,16 @@ pub fn train(
                 data: prepared.summary.clone(),
                 model_file: String::new(),
                 optim_file: String::new(),
+                partial: None,
+                exact: None,
             };
             (model, state)
         }
     };
     let bs = config.training.batch_size;
     let train_batches = prepared.train.len().div_ceil(bs);
-    let val_batches = prepared.val.len().div_ceil(bs);
+    let val_plan = validation_plan(config, &spec, &prepared.val, &prepared.frames)?;
+    let val_batches = val_plan.len();
     let epochs = config.training.epochs;
     let metric = config.training.early_stopping.metric.clone();
     let mut outcome = TrainOutcome {
@@ -952,16 +1192,9 @@ pub fn train(
     let targets = &prepared.targets;
     let seed = config.seed;
     let metric_names = task_metric_names(config.task.kind);
+    let every = config.training.checkpoint_every_steps;
     while state.epochs_done < epochs && !state.stopped_early {
         let epoch = state.epochs_done;
-        // Dropout draws from the backend's generator: reseed it per epoch so a resumed epoch
-        // draws what the uninterrupted one did.
-        device.seed(
-            Rng::seed_from(seed)
-                .fork(0xD0)
-                .fork(epoch as u64)
-                .next_u64(),
-        );
         let mut order = prepared.train.clone();
         Rng::seed_from(seed)
             .fork(0x0D)
@@ -987,23 +1220,55 @@ pub fn train(
             seed,
             epoch: epoch as u64,
         };
+        // A checkpoint taken inside this epoch: continue after its last batch with its sums.
+        let (skip, mut loss_sum, mut outputs, mut lr) = match state.partial.take() {
+            None => (0, 0.0, Vec::with_capacity(order.len()), 0.0),
+            Some(p) if p.epoch == epoch && p.batches_done <= plan.len() => {
+                (p.batches_done, p.loss_sum, p.outputs, p.lr)
+            }
+            Some(p) => {
+                return Err(TrainError::record(
+                    &state_path,
+                    format!(
+                        "the checkpoint is inside epoch {} after batch {}, which does not fit epoch {} of {} batches",
+                        p.epoch + 1,
+                        p.batches_done,
+                        epoch + 1,
+                        plan.len()
+                    ),
+                ));
+            }
+        };
         let mut slot = Some(model);
-        let mut loss_sum = 0.0;
-        let mut outputs: Vec<(usize, Vec<f64>)> = Vec::with_capacity(order.len());
-        let mut lr = 0.0;
         let flow = run_batches(
             &maker,
-            &plan,
+            &plan[skip..],
             config.data.workers,
             config.data.prefetch_batches,
             |b, batch| -> Result<ControlFlow<()>, TrainError> {
+                let b = skip + b;
                 let current = slot
                     .take()
                     .ok_or_else(|| TrainError::invalid("model lost during a failed step"))?;
                 let rows: Vec<usize> = batch.jobs.iter().map(|j| j.study).collect();
                 let x = batch_tensor(batch, &ad_device);
                 let tab = tabular_tensor(&spec, &rows, targets, &ad_device);
-                let out = current.forward(x, tab);
+                // The backend's generator feeds the lazy initialisation of fresh parameters (at
+                // their first forward pass) and dropout. It is seeded from the seed and the epoch
+                // before an epoch's first batch and, with dropout, from the seed, the epoch and
+                // the batch before every other batch, so a run resumed inside an epoch draws
+                // what the uninterrupted one did.
+                let out = if b == 0 || spec.dropout > 0.0 {
+                    let _generator = generator_lock();
+                    let mut stream = Rng::seed_from(seed).fork(0xD0).fork(epoch as u64);
+                    if b > 0 {
+                        stream = stream.fork(b as u64);
+                    }
+                    device.seed(stream.next_u64());
+                    current.forward(x, tab)
+                } else {
+                    current.forward(x, tab)
+                };
                 let raw = to_f32(out.clone().detach())?;
                 let loss = batch_loss(config, &spec.task, out, &rows, targets, epoch)?;
                 let value = f64::from(to_f32(loss.clone())?.first().copied().unwrap_or(f32::NAN));
@@ -1022,13 +1287,29 @@ pub fn train(
                     train_batches,
                     epochs,
                 );
-                slot = Some(optim.step(lr, current, grads));
+                let stepped = optim.step(lr, current, grads);
                 state.global_step += 1;
                 loss_sum += value * rows.len() as f64;
                 let dim = spec.task.output_dim();
                 for (k, &i) in rows.iter().enumerate() {
                     outputs.push((i, spec.task.interpret(&raw[k * dim..(k + 1) * dim])));
                 }
+                // The end of the epoch writes its own checkpoint.
+                if every.is_some_and(|n| state.global_step % n == 0) && b + 1 < plan.len() {
+                    state.partial = Some(PartialEpoch {
+                        epoch,
+                        batches_done: b + 1,
+                        lr,
+                        loss_sum,
+                        outputs: outputs.clone(),
+                    });
+                    let tag = format!("{:04}-step{:08}", epoch + 1, state.global_step);
+                    let written =
+                        write_checkpoint(&checkpoint_dir, &mut state, &stepped, &optim, &tag);
+                    state.partial = None;
+                    written?;
+                }
+                slot = Some(stepped);
                 Ok(on_event(TrainEvent::Batch {
                     epoch: epoch + 1,
                     batch: b + 1,
@@ -1062,6 +1343,7 @@ pub fn train(
             &model.valid(),
             &store,
             &prepared.val,
+            &val_plan,
             targets,
             epoch,
             &device,
@@ -1104,28 +1386,17 @@ pub fn train(
         }
         state.epochs_done = epoch + 1;
         state.rows.push(row.clone());
-        let old = (state.model_file.clone(), state.optim_file.clone());
-        state.model_file = format!("model-{:04}.bpk", epoch + 1);
-        state.optim_file = format!("optim-{:04}.bpk", epoch + 1);
-        save_model(&model, &checkpoint_dir.join(&state.model_file))?;
-        let optim_path = checkpoint_dir.join(&state.optim_file);
-        let bytes = optim
-            .into_bytes()
-            .map_err(|e| TrainError::record(&optim_path, e))?;
-        write_file(&optim_path, &bytes)?;
-        let json =
-            serde_json::to_vec_pretty(&state).map_err(|e| TrainError::record(&state_path, e))?;
-        // state.json is written last: until it lands, the previous epoch's files stay valid.
-        write_file(&state_path, &json)?;
+        write_checkpoint(
+            &checkpoint_dir,
+            &mut state,
+            &model,
+            &optim,
+            &format!("{:04}", epoch + 1),
+        )?;
         write_file(
             &run.join("metrics.csv"),
             metrics_csv(&state.rows).as_bytes(),
         )?;
-        for stale in [old.0, old.1] {
-            if !stale.is_empty() {
-                let _ = std::fs::remove_file(checkpoint_dir.join(stale));
-            }
-        }
         outcome.epochs_done = state.epochs_done;
         outcome.best = state.best;
         outcome.stopped_early = state.stopped_early;
@@ -1143,7 +1414,78 @@ pub fn train(
     Ok(outcome)
 }
 
-/// Loss and interpreted outputs on the validation split (middle clip of each study).
+/// Write the model, the optimiser and `state.json` (last, so that until it lands the
+/// previous checkpoint stays valid) under the file names `model-<tag>.bpk` and
+/// `optim-<tag>.bpk`, then remove the previous checkpoint's files.
+fn write_checkpoint(
+    dir: &Path,
+    state: &mut RunState,
+    model: &ClinicalModel,
+    optim: &ModuleOptimizer,
+    tag: &str,
+) -> Result<(), TrainError> {
+    let old = (state.model_file.clone(), state.optim_file.clone());
+    state.model_file = format!("model-{tag}.bpk");
+    state.optim_file = format!("optim-{tag}.bpk");
+    save_model(model, &dir.join(&state.model_file))?;
+    let optim_path = dir.join(&state.optim_file);
+    let bytes = optim
+        .into_bytes()
+        .map_err(|e| TrainError::record(&optim_path, e))?;
+    write_file(&optim_path, &bytes)?;
+    let state_path = dir.join("state.json");
+    state.record_exact();
+    let json = serde_json::to_vec_pretty(&*state).map_err(|e| TrainError::record(&state_path, e));
+    state.exact = None;
+    let json = json?;
+    write_file(&state_path, &json)?;
+    for (stale, current) in [(old.0, &state.model_file), (old.1, &state.optim_file)] {
+        if !stale.is_empty() && &stale != current {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+    }
+    Ok(())
+}
+
+/// The validation clips: `data.val_clips` evenly spaced starts per study (as `bedside predict
+/// --max-clips` chooses them), round by round (every study's first clip, then every study's
+/// second, …), in batches of `training.batch_size`.
+fn validation_plan(
+    config: &ExperimentConfig,
+    spec: &ModelSpec,
+    rows: &[usize],
+    frames: &[usize],
+) -> Result<Vec<Vec<ClipJob>>, TrainError> {
+    let sampler = ClipSamplerConfig::new()
+        .with_length(spec.input.clip_length)
+        .with_period(spec.input.period)
+        .init()?;
+    let starts: Vec<Vec<usize>> = rows
+        .iter()
+        .map(|&i| sampler.spaced_starts(frames[i], Some(config.data.val_clips)))
+        .collect();
+    let rounds = starts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut jobs = Vec::new();
+    for k in 0..rounds {
+        for (&study, s) in rows.iter().zip(&starts) {
+            if let Some(&start) = s.get(k) {
+                jobs.push(ClipJob {
+                    study,
+                    start: ClipStart::At(start),
+                    augment: false,
+                });
+            }
+        }
+    }
+    Ok(jobs
+        .chunks(config.training.batch_size)
+        .map(<[ClipJob]>::to_vec)
+        .collect())
+}
+
+/// Loss and interpreted outputs on the validation split: the loss is the mean over every clip
+/// of `plan`, a study's outputs the mean of its clips' outputs (what `bedside predict`
+/// writes), in the order of `rows`.
 #[allow(clippy::too_many_arguments)]
 fn validate(
     config: &ExperimentConfig,
@@ -1151,6 +1493,7 @@ fn validate(
     model: &ClinicalModel,
     store: &VideoStore,
     rows: &[usize],
+    plan: &[Vec<ClipJob>],
     targets: &Targets,
     epoch: usize,
     device: &Device,
@@ -1168,25 +1511,16 @@ fn validate(
         seed: config.seed,
         epoch: epoch as u64,
     };
-    let plan: Vec<Vec<ClipJob>> = rows
-        .chunks(config.training.batch_size)
-        .map(|c| {
-            c.iter()
-                .map(|&study| ClipJob {
-                    study,
-                    start: ClipStart::Middle,
-                    augment: false,
-                })
-                .collect()
-        })
-        .collect();
+    let position: BTreeMap<usize, usize> = rows.iter().enumerate().map(|(k, &i)| (i, k)).collect();
     let mut loss_sum = 0.0;
-    let mut outputs = Vec::with_capacity(rows.len());
+    let mut clips = 0usize;
+    // Per study: clips seen and the sum of their interpreted outputs.
+    let mut sums: Vec<(usize, Vec<f64>)> = vec![(0, Vec::new()); rows.len()];
     let dim = spec.task.output_dim();
     // Validation never breaks early: the flow is always `Continue`.
     let _ = run_batches(
         &maker,
-        &plan,
+        plan,
         config.data.workers,
         config.data.prefetch_batches,
         |_, batch| -> Result<ControlFlow<()>, TrainError> {
@@ -1197,13 +1531,29 @@ fn validate(
             let loss = batch_loss(config, &spec.task, out, &ids, targets, epoch)?;
             let value = f64::from(to_f32(loss)?.first().copied().unwrap_or(f32::NAN));
             loss_sum += value * ids.len() as f64;
-            for k in 0..ids.len() {
-                outputs.push(spec.task.interpret(&raw[k * dim..(k + 1) * dim]));
+            clips += ids.len();
+            for (k, i) in ids.iter().enumerate() {
+                let values = spec.task.interpret(&raw[k * dim..(k + 1) * dim]);
+                let slot = position
+                    .get(i)
+                    .and_then(|&p| sums.get_mut(p))
+                    .ok_or_else(|| TrainError::invalid("a validation clip of an unknown study"))?;
+                if slot.1.is_empty() {
+                    slot.1 = vec![0.0; values.len()];
+                }
+                slot.0 += 1;
+                for (acc, v) in slot.1.iter_mut().zip(&values) {
+                    *acc += v;
+                }
             }
             Ok(ControlFlow::Continue(()))
         },
     )?;
-    Ok((loss_sum / rows.len().max(1) as f64, outputs))
+    let outputs = sums
+        .into_iter()
+        .map(|(n, sum)| sum.into_iter().map(|v| v / n.max(1) as f64).collect())
+        .collect();
+    Ok((loss_sum / clips.max(1) as f64, outputs))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use bedside_phantom::{BiasSpec, PhantomConfig};
 
 use crate::ui::Ctx;
 
+mod explain;
 mod models;
 
 /// Arguments of `bedside demo`.
@@ -18,16 +19,19 @@ mod models;
 #[command(after_help = "Examples:
   bedside demo                     # writes ./bedside-demo
   bedside demo /tmp/demo --force   # replace a previous demo there
-  bedside demo --epochs 30         # train longer (better models, slower)
+  bedside demo --epochs 30 --fine-tune-epochs 10   # train longer (better models, slower)
   bedside demo --no-train          # cohort, curation and the reader audit only (about a minute)
   bedside demo --bias none         # no injected label noise
 
 Stages: synth (phantom cohort with label noise injected into one subgroup); curate
 (de-identification, burned-in text removal, metadata table, arrays and sector-cropped copies);
 labels (the cohort's label sheet joined to the curated arrays by input SHA-256); train three
-compact R(2+1)D models (ejection fraction, reduced EF with evidential uncertainty, time to
-event fused with age), export them as bundles and predict the held-out test patients; evaluate
-the models against the phantom's ground truth; evaluate a reference reader against the recorded
+compact R(2+1)D models (ejection fraction from scratch; then reduced EF with evidential
+uncertainty and time to event fused with age, both started from the EF model's backbone),
+export them as bundles and predict the held-out test patients; explain the reduced-EF model
+(attributions of a few studies, the serial occlusion test with the phantom's left-ventricle masks
+against equal-area random masks, sanity checks); evaluate the models against the phantom's
+ground truth, with the explanations as a report section; evaluate a reference reader against the recorded
 labels, whose subgroup audit finds the injected noise. Every stage runs the subcommand a user
 would, with the configuration files written into the demo folder.")]
 pub struct Args {
@@ -46,9 +50,14 @@ pub struct Args {
     /// Bootstrap replicates of the evaluations.
     #[arg(long, default_value_t = 500)]
     pub bootstrap: usize,
-    /// Training epochs per model (the default keeps the demo within 10 minutes on 2 cores).
-    #[arg(long, default_value_t = 8)]
+    /// Training epochs of the ejection-fraction model, trained from scratch (the defaults keep
+    /// the demo within 10 minutes on 2 cores).
+    #[arg(long, default_value_t = 12)]
     pub epochs: usize,
+    /// Training epochs of the reduced-EF and survival models, which start from the EF model's
+    /// backbone (`model.init_from`).
+    #[arg(long, default_value_t = 4)]
+    pub fine_tune_epochs: usize,
     /// Side of the sector-cropped frames the models see.
     #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u32).range(16..=256))]
     pub size: u32,
@@ -88,7 +97,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         "none" | "" => Vec::new(),
         text => vec![BiasSpec::parse(text).map_err(crate::ui::Exit::invalid)?],
     };
-    let stages = if args.no_train { 2 } else { 6 };
+    let stages = if args.no_train { 2 } else { 7 };
     let mut stage = 0;
     let mut next = |what: &str| {
         stage += 1;
@@ -113,6 +122,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
     super::synth::print_summary(&summary, ctx);
 
     let mut model_eval = None;
+    let mut explained = None;
     if !args.no_train {
         next("curate: de-identify, remove burned-in text, tables, arrays and cropped copies");
         let curated = args.dir.join("curated");
@@ -142,6 +152,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         next("train: one compact R(2+1)D per task, exported as a bundle, then the test split");
         let budget = models::Budget {
             epochs: args.epochs,
+            fine_tune_epochs: args.fine_tune_epochs,
             size: args.size as usize,
             max_clips: args.max_clips,
             seed: args.seed,
@@ -156,6 +167,15 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         let rows = models::merge_predictions(&parts, &merged)?;
         ctx.say(format!("  {rows} test studies -> {}", merged.display()));
 
+        next("explain: attributions, left-ventricle occlusion test, sanity checks (reduced EF)");
+        let stage = explain::explain_stage(
+            &args.dir,
+            &args.dir.join("bundles").join("reduced-ef"),
+            &mut |line| ctx.say(line),
+        )?;
+        let section = stage.section.clone();
+        explained = Some(stage);
+
         next("evaluate: the models against the phantom's ground truth (test patients)");
         let eval_dir = args.dir.join("evaluation-models");
         evaluate(
@@ -165,6 +185,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
                 label: "reduced_ef",
                 target: "ef",
                 survival_prefix: Some("surv@"),
+                explanations: Some(&section),
                 out: &eval_dir,
                 title: "Bedside demo: R(2+1)D models on held-out phantom patients",
             },
@@ -187,6 +208,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
             label: "reduced_ef_observed",
             target: "ef_observed",
             survival_prefix: None,
+            explanations: None,
             out: &eval_dir,
             title: "Bedside demo: reference reader on the phantom cohort",
         },
@@ -233,6 +255,19 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
             model_eval.join("evaluation.html").display()
         ));
     }
+    if let Some(stage) = &explained {
+        ctx.say(format!(
+            "  {}  per-study attributions (APNG overlays, temporal curves, maps)",
+            stage.studies.display()
+        ));
+        for line in &stage.lines {
+            ctx.say(format!("    {line}"));
+        }
+        ctx.say(format!(
+            "  {}  occlusion test, attribution mass and sanity checks",
+            stage.section.display()
+        ));
+    }
     ctx.say(format!(
         "  {}  reference-reader predictions",
         predictions.display()
@@ -254,6 +289,8 @@ struct Evaluation<'a> {
     target: &'a str,
     /// Prefix of survival-curve columns, when the predictions have them.
     survival_prefix: Option<&'a str>,
+    /// The explanations section (`explanations.json`) to add to the report.
+    explanations: Option<&'a Path>,
     out: &'a Path,
     title: &'a str,
 }
@@ -308,6 +345,10 @@ fn evaluate(e: &Evaluation<'_>, args: &Args, ctx: &Ctx) -> anyhow::Result<()> {
     ];
     if let Some(prefix) = e.survival_prefix {
         argv.extend(["--survival-prefix", prefix]);
+    }
+    let explanations = e.explanations.map(|p| p.display().to_string());
+    if let Some(path) = &explanations {
+        argv.extend(["--explanations", path.as_str()]);
     }
     let eval = EvaluateCommand::try_parse_from(strings(&argv))
         .context("building the demo's evaluate arguments")?;

@@ -30,6 +30,9 @@ pub struct Task {
     pub columns: &'static [(&'static str, &'static str)],
     /// Prediction columns whose name starts with this prefix are copied as they are.
     pub keep_prefix: Option<&'static str>,
+    /// The task whose exported bundle starts this model's backbone (`model.init_from`), so
+    /// the model fine-tunes features already learnt on the same images.
+    pub starts_from: Option<&'static str>,
 }
 
 /// The three clinical tasks of the demo.
@@ -50,6 +53,7 @@ huber_delta = 1.0
         select_by: "val_mae",
         columns: &[("value", "ef_pred"), ("value_std", "ef_pred_std")],
         keep_prefix: None,
+        starts_from: None,
     },
     Task {
         name: "reduced-ef",
@@ -73,6 +77,7 @@ annealing_epochs = 4
             ("uncertainty", "uncertainty"),
         ],
         keep_prefix: None,
+        starts_from: Some("ef"),
     },
     Task {
         name: "survival",
@@ -92,14 +97,17 @@ tabular = ["age"]
         select_by: "val_cindex",
         columns: &[("risk", "risk"), ("risk_std", "risk_std")],
         keep_prefix: Some("surv@"),
+        starts_from: Some("ef"),
     },
 ];
 
 /// How the demo trains.
 #[derive(Debug, Clone)]
 pub struct Budget {
-    /// Epochs per model.
+    /// Epochs of a model trained from scratch.
     pub epochs: usize,
+    /// Epochs of a model started from another task's backbone.
+    pub fine_tune_epochs: usize,
     /// Side of the sector-cropped frames (`bedside curate --resize`).
     pub size: usize,
     /// Clips per study at prediction time (evenly spaced).
@@ -157,6 +165,13 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
 
 /// The experiment configuration of one task, with paths relative to the `configs/` folder.
 pub fn config_toml(task: &Task, budget: &Budget) -> String {
+    let (init_from, epochs) = match task.starts_from {
+        Some(from) => (
+            format!("init_from = \"../bundles/{from}\"\n"),
+            budget.fine_tune_epochs,
+        ),
+        None => (String::new(), budget.epochs),
+    };
     format!(
         r#"# Written by `bedside demo`: {what}.
 # Rerun with: bedside train --config configs/{name}.toml --run runs/{name}-again
@@ -181,7 +196,7 @@ shift_pad = {pad}
 backbone = "r2plus1d_18"
 width = 0.25
 layers = [1, 1, 1, 1]
-
+{init_from}
 {task}
 [optimizer]
 kind = "adamw"
@@ -206,8 +221,7 @@ metric = "{select}"
         size = budget.size,
         pad = (budget.size / 16).max(1),
         task = task.toml,
-        epochs = budget.epochs,
-        warmup = usize::from(budget.epochs > 1),
+        warmup = usize::from(epochs > 1 && task.starts_from.is_none()),
         select = task.select_by,
     )
 }
