@@ -274,6 +274,89 @@ pub fn check_header(header: &Header, qc: &Qc, bundle: &Bundle) -> Vec<Finding> {
     out
 }
 
+/// The layout of decoded pixel data.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    rows: usize,
+    columns: usize,
+    spp: usize,
+    bits: u16,
+    frames: usize,
+    signed: bool,
+    /// Colour planes stored one after the other (Planar Configuration 1).
+    planar: bool,
+}
+
+fn layout_of(d: &dicom_pixeldata::DecodedPixelData<'_>, frames: usize) -> Layout {
+    Layout {
+        rows: d.rows() as usize,
+        columns: d.columns() as usize,
+        spp: d.samples_per_pixel() as usize,
+        bits: d.bits_allocated(),
+        frames,
+        signed: matches!(d.pixel_representation(), PixelRepresentation::Signed),
+        planar: matches!(d.planar_configuration(), PlanarConfiguration::PixelFirst),
+    }
+}
+
+/// The layout of a range of frames (absent when the range was empty) and their samples.
+type Part = (Option<Layout>, Vec<u8>);
+
+/// Decodes every frame. Compressed multi-frame pixel data is decoded frame by frame on all
+/// cores (a 64-frame JPEG cine is most of a study's decode time); native data at once.
+fn decode_frames(obj: &dicom_object::DefaultDicomObject) -> Result<(Layout, Vec<u8>), String> {
+    let frames = obj
+        .element(tags::NUMBER_OF_FRAMES)
+        .ok()
+        .and_then(|e| e.to_int::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let encapsulated = obj
+        .element(tags::PIXEL_DATA)
+        .is_ok_and(|e| matches!(e.value(), dicom_core::DicomValue::PixelSequence(_)));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !encapsulated || frames < 2 || threads < 2 {
+        let decoded = obj.decode_pixel_data().map_err(|e| e.to_string())?;
+        let layout = layout_of(&decoded, decoded.number_of_frames() as usize);
+        return Ok((layout, decoded.data().to_vec()));
+    }
+    let chunk = frames.div_ceil(threads as u32);
+    let parts: Vec<Result<Part, String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..frames)
+            .step_by(chunk as usize)
+            .map(|first| {
+                scope.spawn(move || {
+                    let mut layout = None;
+                    let mut bytes = Vec::new();
+                    for f in first..(first + chunk).min(frames) {
+                        let d = obj.decode_pixel_data_frame(f).map_err(|e| e.to_string())?;
+                        layout.get_or_insert_with(|| layout_of(&d, frames as usize));
+                        bytes.extend_from_slice(d.data());
+                    }
+                    Ok((layout, bytes))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("a frame decoder panicked".into()))
+            })
+            .collect()
+    });
+    let mut layout = None;
+    let mut raw = Vec::new();
+    for part in parts {
+        let (l, bytes) = part?;
+        layout = layout.or(l);
+        raw.extend_from_slice(&bytes);
+    }
+    layout
+        .map(|l| (l, raw))
+        .ok_or_else(|| "no frame decoded".to_string())
+}
+
 /// Decodes every frame as `[channels, frames, rows, columns]` samples (no rescale, as the
 /// curated arrays the bundle was trained on). With `resized_copy = Some(S)` (a bundle trained
 /// on `bedside curate --resize S` copies) the frames go through the same scan-area crop and
@@ -286,11 +369,9 @@ pub fn decode(
         reason: Reason::UnreadablePixels,
         detail,
     };
-    let decoded = obj.decode_pixel_data().map_err(|e| fail(e.to_string()))?;
-    let (rows, columns) = (decoded.rows() as usize, decoded.columns() as usize);
-    let spp = decoded.samples_per_pixel() as usize;
-    let bits = decoded.bits_allocated();
-    let frames = decoded.number_of_frames() as usize;
+    let (decoded, raw) = decode_frames(obj).map_err(fail)?;
+    let (rows, columns) = (decoded.rows, decoded.columns);
+    let (spp, bits, frames) = (decoded.spp, decoded.bits, decoded.frames);
     if !(bits == 8 || bits == 16)
         || !(spp == 1 || spp == 3)
         || rows == 0
@@ -303,7 +384,6 @@ pub fn decode(
     }
     let bps = (bits / 8) as usize;
     let plane = rows * columns;
-    let raw = decoded.data();
     let need = frames * plane * spp * bps;
     if raw.len() < need {
         return Err(fail(format!(
@@ -311,18 +391,13 @@ pub fn decode(
             raw.len()
         )));
     }
-    let signed = matches!(decoded.pixel_representation(), PixelRepresentation::Signed);
-    let sample = match (bps, signed) {
+    let sample = match (bps, decoded.signed) {
         (1, _) => Sample::U8,
         (_, false) => Sample::U16,
         (_, true) => Sample::I16,
     };
     // As the curated arrays: stored samples with colour interleaved ([.., 3]).
-    let planar_source = spp == 3
-        && matches!(
-            decoded.planar_configuration(),
-            PlanarConfiguration::PixelFirst
-        );
+    let planar_source = spp == 3 && decoded.planar;
     let interleaved: std::borrow::Cow<'_, [u8]> = if planar_source {
         let mut out = vec![0u8; need];
         for f in 0..frames {
