@@ -38,10 +38,8 @@ use bedside_eval::regression::compute_mae;
 use bedside_eval::survival::{ConcordanceOptions, compute_harrell_c};
 use bedside_ml::bundle::Bundle;
 use bedside_ml::data::clips::{ClipSamplerConfig, RandPipeline, VideoArray};
-use bedside_ml::data::loader::{
-    ClipJob, ClipMaker, ClipStart, LoaderError, VideoStore, load_table, npy_shape,
-};
-use bedside_ml::data::manifest::ManifestColumns;
+use bedside_ml::data::loader::{ClipJob, ClipMaker, ClipStart, LoaderError, VideoStore, npy_shape};
+use bedside_ml::predict::{ManifestSource, load_for_bundle};
 use bedside_ml::train::TrainError;
 use bedside_ml::train::config::TaskKind;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -54,6 +52,7 @@ use crate::region::{
     CopyGeometry, PlacementOptions, RegionFill, RegionMask, fill_region, mask_to_input,
     random_placements, read_mask_file,
 };
+use crate::run::load_err;
 use crate::sanity::similarity;
 use crate::study::{Method, MethodOptions, explain_clip};
 
@@ -384,10 +383,6 @@ pub fn mass_inside(map: &VideoArray, region: &RegionMask) -> Option<f64> {
     (total > 0.0).then(|| inside / total)
 }
 
-fn load_err(e: LoaderError) -> ExplainError {
-    ExplainError::Load(TrainError::Data(e))
-}
-
 fn csv_text(header: &[&str], rows: &[Vec<String>]) -> String {
     let quote = |s: &str| {
         if s.contains([',', '"', '\n']) {
@@ -458,28 +453,18 @@ pub fn explain_dataset(
         .iter()
         .position(|n| *n == column)
         .ok_or_else(|| ExplainError::invalid(format!("the model has no output `{column}`")))?;
-    let key = options
-        .join_key
-        .clone()
-        .unwrap_or_else(|| options.study_column.clone());
-    let table =
-        load_table(manifest, options.labels.as_deref(), &key).map_err(|e| load_err(e.into()))?;
-    let columns = ManifestColumns {
-        study: options.study_column.clone(),
-        array: options.array_column.clone(),
-        split: options
-            .split
-            .as_ref()
-            .map_or_else(|| options.study_column.clone(), |(c, _)| c.clone()),
-        covariates: spec.tabular.iter().map(|c| c.name.clone()).collect(),
-        ..ManifestColumns::default()
-    };
-    let mut parsed = table.manifest(columns).map_err(|e| load_err(e.into()))?;
-    if let Some(size) = spec.input.resized_copy {
-        parsed
-            .use_resized_copies(&table.origin, size)
-            .map_err(|e| load_err(e.into()))?;
-    }
+    let (table, parsed) = load_for_bundle(
+        spec,
+        &ManifestSource {
+            manifest,
+            labels: options.labels.as_deref(),
+            join_key: options.join_key.as_deref(),
+            study_column: &options.study_column,
+            array_column: &options.array_column,
+            split_column: options.split.as_ref().map(|(c, _)| c.as_str()),
+        },
+    )
+    .map_err(load_err)?;
     let mut notes = Vec::new();
     // One row per study, with its outcome.
     let mut seen = std::collections::BTreeSet::new();

@@ -17,10 +17,8 @@ use std::path::{Path, PathBuf};
 
 use bedside_ml::bundle::Bundle;
 use bedside_ml::data::clips::{ClipSamplerConfig, RandPipeline, VideoArray};
-use bedside_ml::data::loader::{
-    ClipJob, ClipMaker, ClipStart, LoaderError, VideoStore, load_table, npy_shape,
-};
-use bedside_ml::data::manifest::ManifestColumns;
+use bedside_ml::data::loader::{ClipJob, ClipMaker, ClipStart, LoaderError, VideoStore, npy_shape};
+use bedside_ml::predict::{ManifestSource, load_for_bundle};
 use bedside_ml::train::TrainError;
 use burn::tensor::Device;
 use serde::Serialize;
@@ -151,7 +149,7 @@ fn folder_name(index: usize, study: &str) -> String {
     }
 }
 
-fn load_err(e: LoaderError) -> ExplainError {
+pub(crate) fn load_err(e: LoaderError) -> ExplainError {
     ExplainError::Load(TrainError::Data(e))
 }
 
@@ -179,28 +177,18 @@ pub fn explain_manifest(
     {
         target = Target::Probability(k);
     }
-    let key = options
-        .join_key
-        .clone()
-        .unwrap_or_else(|| options.study_column.clone());
-    let table =
-        load_table(manifest, options.labels.as_deref(), &key).map_err(|e| load_err(e.into()))?;
-    let columns = ManifestColumns {
-        study: options.study_column.clone(),
-        array: options.array_column.clone(),
-        split: options
-            .split
-            .as_ref()
-            .map_or_else(|| options.study_column.clone(), |(c, _)| c.clone()),
-        covariates: spec.tabular.iter().map(|c| c.name.clone()).collect(),
-        ..ManifestColumns::default()
-    };
-    let mut parsed = table.manifest(columns).map_err(|e| load_err(e.into()))?;
-    if let Some(size) = spec.input.resized_copy {
-        parsed
-            .use_resized_copies(&table.origin, size)
-            .map_err(|e| load_err(e.into()))?;
-    }
+    let (_, parsed) = load_for_bundle(
+        spec,
+        &ManifestSource {
+            manifest,
+            labels: options.labels.as_deref(),
+            join_key: options.join_key.as_deref(),
+            study_column: &options.study_column,
+            array_column: &options.array_column,
+            split_column: options.split.as_ref().map(|(c, _)| c.as_str()),
+        },
+    )
+    .map_err(load_err)?;
     // The first row of each wanted study.
     let mut rows: Vec<usize> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();

@@ -17,10 +17,12 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::bundle::Bundle;
 use crate::data::clips::{ClipSamplerConfig, RandPipeline};
 use crate::data::loader::{
-    ClipJob, ClipMaker, ClipStart, LoaderError, VideoStore, load_table, npy_shape, run_batches,
+    ClipJob, ClipMaker, ClipStart, LoaderError, Table, VideoStore, load_table, npy_shape,
+    run_batches,
 };
-use crate::data::manifest::ManifestColumns;
+use crate::data::manifest::{Manifest, ManifestColumns};
 use crate::train::TrainError;
+use crate::train::model::ModelSpec;
 
 /// Which manifest columns to read and how to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +74,49 @@ pub struct PredictSummary {
     pub outputs: Vec<String>,
 }
 
+/// Where a bundle's studies come from.
+#[derive(Debug, Clone, Copy)]
+pub struct ManifestSource<'a> {
+    /// Manifest (CSV or Parquet; an array index when `labels` is given).
+    pub manifest: &'a Path,
+    /// Label table joined to the manifest on `join_key`.
+    pub labels: Option<&'a Path>,
+    /// Join column (default: the study column).
+    pub join_key: Option<&'a str>,
+    /// Study identifier column.
+    pub study_column: &'a str,
+    /// Array path column.
+    pub array_column: &'a str,
+    /// Split column, when rows are filtered by split.
+    pub split_column: Option<&'a str>,
+}
+
+/// The table and the parsed manifest as a bundle reads them: with its tabular covariates, and
+/// switched to the resized copies it was trained on (`InputSpec::resized_copy`).
+pub fn load_for_bundle(
+    spec: &ModelSpec,
+    source: &ManifestSource<'_>,
+) -> Result<(Table, Manifest), LoaderError> {
+    let key = source.join_key.unwrap_or(source.study_column);
+    let table = load_table(source.manifest, source.labels, key)?;
+    let columns = ManifestColumns {
+        study: source.study_column.to_string(),
+        array: source.array_column.to_string(),
+        // Without a split filter any column will do: the study column is always there.
+        split: source
+            .split_column
+            .unwrap_or(source.study_column)
+            .to_string(),
+        covariates: spec.tabular.iter().map(|c| c.name.clone()).collect(),
+        ..ManifestColumns::default()
+    };
+    let mut parsed = table.manifest(columns)?;
+    if let Some(size) = spec.input.resized_copy {
+        parsed.use_resized_copies(&table.origin, size)?;
+    }
+    Ok((table, parsed))
+}
+
 /// Predict every study of `manifest` with `bundle` and write the table to `out` (CSV).
 /// `progress(done, total)` is called after each batch of clips.
 pub fn predict(
@@ -86,28 +131,17 @@ pub fn predict(
         return Err(TrainError::invalid("the batch size must be at least 1"));
     }
     let spec = &bundle.manifest.model;
-    let key = options
-        .join_key
-        .clone()
-        .unwrap_or_else(|| options.study_column.clone());
-    let table = load_table(manifest, options.labels.as_deref(), &key).map_err(LoaderError::from)?;
-    let columns = ManifestColumns {
-        study: options.study_column.clone(),
-        array: options.array_column.clone(),
-        // Without a split filter any column will do: the study column is always there.
-        split: options
-            .split
-            .as_ref()
-            .map_or_else(|| options.study_column.clone(), |(c, _)| c.clone()),
-        covariates: spec.tabular.iter().map(|c| c.name.clone()).collect(),
-        ..ManifestColumns::default()
-    };
-    let mut parsed = table.manifest(columns).map_err(LoaderError::from)?;
-    if let Some(size) = spec.input.resized_copy {
-        parsed
-            .use_resized_copies(&table.origin, size)
-            .map_err(LoaderError::from)?;
-    }
+    let (table, parsed) = load_for_bundle(
+        spec,
+        &ManifestSource {
+            manifest,
+            labels: options.labels.as_deref(),
+            join_key: options.join_key.as_deref(),
+            study_column: &options.study_column,
+            array_column: &options.array_column,
+            split_column: options.split.as_ref().map(|(c, _)| c.as_str()),
+        },
+    )?;
     for name in &options.keep {
         if !table.header.contains(name) {
             return Err(
