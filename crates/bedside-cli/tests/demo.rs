@@ -122,4 +122,40 @@ fn a_tiny_demo_runs_every_stage() {
         );
     }
     assert!(text.contains("Demo finished"), "{text}");
+
+    // A user explains one of the demo's bundles on the curated table; the study column defaults
+    // to the one the bundle was trained with (`study_key`), as in `bedside predict`.
+    let out = Command::new(env!("CARGO_BIN_EXE_bedside"))
+        .current_dir(&demo)
+        .args([
+            "explain",
+            "--bundle",
+            "bundles/reduced-ef",
+            "--manifest",
+            "curated/metadata.csv",
+            "--labels",
+            "labels.csv",
+            "--join-key",
+            "input_sha256",
+            "--split",
+            "test",
+            "--max-studies",
+            "1",
+            "--method",
+            "saliency",
+            "--out",
+            "explained-by-hand",
+        ])
+        .output()
+        .expect("run bedside explain");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "explain failed:\n{text}");
+    assert!(
+        demo.join("explained-by-hand/summary.json").is_file(),
+        "{text}"
+    );
 }

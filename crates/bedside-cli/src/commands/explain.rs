@@ -68,9 +68,10 @@ pub struct Args {
     /// Split column (with --split).
     #[arg(long, default_value = "split")]
     pub split_column: String,
-    /// Study identifier column.
-    #[arg(long, default_value = "study_id")]
-    pub study_column: String,
+    /// Study identifier column (default: the column the bundle was trained with, else
+    /// `study_id`).
+    #[arg(long)]
+    pub study_column: Option<String>,
     /// Array path column.
     #[arg(long, default_value = "array")]
     pub array: String,
@@ -277,7 +278,8 @@ fn options(args: &Args) -> Result<RunOptions, ExplainError> {
         (None, None) => None,
     };
     Ok(RunOptions {
-        study_column: args.study_column.clone(),
+        // Filled in from the bundle when not given (`with_bundle_study_column`).
+        study_column: args.study_column.clone().unwrap_or_default(),
         array_column: args.array.clone(),
         labels: args.labels.clone(),
         join_key: args.join_key.clone(),
@@ -363,6 +365,23 @@ fn dataset_options(args: &Args, run: RunOptions) -> DatasetOptions {
     }
 }
 
+/// The study column the bundle was trained with, where `--study-column` was not given (as
+/// `bedside predict` does).
+fn with_bundle_study_column(
+    mut options: RunOptions,
+    bundle: &bedside_ml::bundle::Bundle,
+) -> RunOptions {
+    if options.study_column.is_empty() {
+        options.study_column = bundle
+            .manifest
+            .training_data
+            .study_column
+            .clone()
+            .unwrap_or_else(|| "study_id".into());
+    }
+    options
+}
+
 fn run_dataset(args: &Args, options: RunOptions, ctx: &Ctx) -> anyhow::Result<()> {
     let start = Instant::now();
     let device = BackendKind::parse(&args.backend)
@@ -376,7 +395,7 @@ fn run_dataset(args: &Args, options: RunOptions, ctx: &Ctx) -> anyhow::Result<()
         .map(|p| bedside_ml::bundle::load(p, &device))
         .transpose()
         .map_err(super::train::train_error)?;
-    let options = dataset_options(args, options);
+    let options = dataset_options(args, with_bundle_study_column(options, &bundle));
     ctx.say(format!(
         "Occlusion test, attribution mass and sanity checks of {} over {}",
         bundle.manifest.name,
@@ -429,6 +448,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         .map_err(|e| Exit::invalid(e.to_string()))?;
     let bundle =
         bedside_ml::bundle::load(&args.bundle, &device).map_err(super::train::train_error)?;
+    let options = with_bundle_study_column(options, &bundle);
     let target = Target::for_task(&bundle.manifest.model.task, args.class)
         .map_err(explain_error)?
         .describe();
