@@ -46,6 +46,8 @@ const ROOM_CAPACITY: usize = 4096;
 pub struct Event {
     /// The author of an annotation operation (`None` for presence, seen by all).
     author_id: Option<i64>,
+    /// The study's sequence number after an annotation operation (`None` for presence).
+    seq: Option<i64>,
     text: Utf8Bytes,
 }
 
@@ -105,6 +107,7 @@ impl Hub {
                 json!({"type": "op", "op": applied.op, "seq": a.seq, "annotation": a}).to_string();
             let _ = room.tx.send(Arc::new(Event {
                 author_id: Some(a.author_id),
+                seq: Some(a.seq),
                 text: text.into(),
             }));
         }
@@ -246,6 +249,11 @@ pub async fn run(
     )
     .await;
     first["you"] = json!({"user": who.username, "conn": conn, "role": role});
+    // The connection subscribes before its snapshot is read, so an operation can be both in
+    // the snapshot and on the channel: operations at or below the last snapshot's seq are
+    // already known to the client and are not sent again.
+    let snapshot_seq = |v: &Value| v["seq"].as_i64().unwrap_or(0);
+    let mut known_seq = snapshot_seq(&first);
     if sink
         .send(Message::Text(first.to_string().into()))
         .await
@@ -270,7 +278,11 @@ pub async fn run(
                 let reply = match serde_json::from_str::<ClientMsg>(text.as_str()) {
                     Err(e) => Some(json!({"type": "error", "code": "malformed", "message": format!("unreadable message: {e}")})),
                     Ok(ClientMsg::Ping { req }) => Some(json!({"type": "pong", "req": req})),
-                    Ok(ClientMsg::Sync) => Some(snapshot(state.clone(), who.clone(), project.clone(), study.clone(), room.clone()).await),
+                    Ok(ClientMsg::Sync) => {
+                        let s = snapshot(state.clone(), who.clone(), project.clone(), study.clone(), room.clone()).await;
+                        known_seq = known_seq.max(snapshot_seq(&s));
+                        Some(s)
+                    }
                     Ok(ClientMsg::Presence { sop_instance_uid, frame }) => {
                         if sop_instance_uid.as_deref().is_some_and(|u| !valid_uid(u)) || frame.is_some_and(|f| f < 1) {
                             Some(json!({"type": "error", "code": "invalid", "message": "presence needs a UID and a frame number from 1"}))
@@ -278,7 +290,7 @@ pub async fn run(
                             let p = json!({"type": "presence", "user": who.username, "conn": conn,
                                            "sop_instance_uid": sop_instance_uid, "frame": frame});
                             if let Ok(mut map) = room.presence.lock() { map.insert(conn, p.clone()); }
-                            let _ = room.tx.send(Arc::new(Event { author_id: None, text: p.to_string().into() }));
+                            let _ = room.tx.send(Arc::new(Event { author_id: None, seq: None, text: p.to_string().into() }));
                             None
                         }
                     }
@@ -323,10 +335,17 @@ pub async fn run(
                         if !sees_all && ev.author_id.is_some_and(|a| a != who.user_id) {
                             continue;
                         }
+                        if let Some(seq) = ev.seq {
+                            if seq <= known_seq {
+                                continue;
+                            }
+                            known_seq = seq;
+                        }
                         Message::Text(ev.text.clone())
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let s = snapshot(state.clone(), who.clone(), project.clone(), study.clone(), room.clone()).await;
+                        known_seq = known_seq.max(snapshot_seq(&s));
                         Message::Text(s.to_string().into())
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
@@ -344,6 +363,7 @@ pub async fn run(
         let left = json!({"type": "presence", "user": who.username, "conn": conn, "left": true});
         let _ = room.tx.send(Arc::new(Event {
             author_id: None,
+            seq: None,
             text: left.to_string().into(),
         }));
     }
