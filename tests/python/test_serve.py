@@ -7,6 +7,7 @@ the same studies by STOW-RS into a second service, which must give the same resu
 A tiny evidential bundle is trained for one epoch on synthetic arrays (a few seconds): the
 predictions are meaningless, the plumbing is what is tested."""
 
+import io
 import json
 import os
 import signal
@@ -118,7 +119,7 @@ def orthanc(tmp_path_factory):
     proc.wait(timeout=20)
 
 
-def start_service(bedside, bundle, tmp, dicom_port, destination=None):
+def start_service(bedside, bundle, tmp, dicom_port, destination=None, explain=False):
     http = free_port()
     text = (
         f'ae_title = "BEDSIDE"\nallowed_calling_aes = ["STORESCU"]\ndata_dir = "{tmp / "data"}"\n'
@@ -128,6 +129,8 @@ def start_service(bedside, bundle, tmp, dicom_port, destination=None):
         f'sop_class = ["{US_MF}"]\n'
         '[route.qc]\nmin_fps = 5.0\nmax_fps = 200.0\nmin_size = 32\nrequire_calibration = true\n'
     )
+    if explain:
+        text += '[route.explain]\nmethod = "gradcam"\nlayer = "layer4"\n'
     if destination:
         text += f'[destination]\nhost = "127.0.0.1"\nport = {destination}\nae_title = "ORTHANC"\n'
     (tmp / "serve.toml").write_text(text)
@@ -196,7 +199,8 @@ def test_cstore_to_sr_in_orthanc_and_stow_gives_the_same(bedside, bundle, studie
     require_tool("dciodvfy")
     a = tmp_path / "a"
     a.mkdir()
-    proc, root = start_service(bedside, bundle, a, orthanc["serve_port"], destination=orthanc["dicom"])
+    proc, root = start_service(bedside, bundle, a, orthanc["serve_port"], destination=orthanc["dicom"],
+                               explain=True)
     try:
         # A C-ECHO, then the studies by C-STORE from DCMTK.
         echo = subprocess.run([require_tool("echoscu"), "-aet", "STORESCU", "-aec", "BEDSIDE", "127.0.0.1",
@@ -209,6 +213,7 @@ def test_cstore_to_sr_in_orthanc_and_stow_gives_the_same(bedside, bundle, studie
         assert stranger.returncode != 0
         uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in studies]
         by_cstore = results(root, uids, need_sent=True)
+        explained = 0
         for uid, r in by_cstore.items():
             assert r["status"] in ("result", "indeterminate"), r
             assert r["qc"] == [], r
@@ -237,6 +242,36 @@ def test_cstore_to_sr_in_orthanc_and_stow_gives_the_same(bedside, bundle, studie
             prob1 = [n for n in nums if n.ConceptNameCodeSequence[0].CodeMeaning == "Probability of class 1"][0]
             assert abs(float(prob1.MeasuredValueSequence[0].FloatingPointValue) - outputs["prob_1"]["mean"]) < 1e-12
             assert prob1.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodingSchemeDesignator == "UCUM"
+            # With [route.explain], each result also brings a Grad-CAM secondary capture to Orthanc.
+            sc_uid = r["explanation_sop_instance_uid"]
+            if r["status"] != "result":
+                assert sc_uid is None, r
+                continue
+            explained += 1
+            req = urllib.request.Request(
+                orthanc["root"] + "/tools/find", method="POST",
+                data=json.dumps({"Level": "Instance", "Query": {"SOPInstanceUID": sc_uid}}).encode())
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                found = json.loads(resp.read())
+            assert len(found) == 1, f"explanation {sc_uid} not in Orthanc"
+            with urllib.request.urlopen(f"{orthanc['root']}/instances/{found[0]}/file", timeout=10) as resp:
+                path = tmp_path / f"{sc_uid}.dcm"
+                path.write_bytes(resp.read())
+            assert dciodvfy_errors(path) == [], path
+            sc = pydicom.dcmread(path)
+            src = pydicom.dcmread(next(f for f in studies
+                                       if pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID == uid),
+                                  stop_before_pixels=True)
+            assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7.4"
+            assert (sc.StudyInstanceUID, sc.PatientID) == (src.StudyInstanceUID, src.PatientID)
+            assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == uid
+            pixels = sc.pixel_array
+            assert pixels.shape == (int(sc.NumberOfFrames), sc.Rows, sc.Columns, 3)
+            assert (pixels[..., 0] != pixels[..., 2]).any(), "no colour drawn"
+            with urllib.request.urlopen(f"{root}/api/v1/instances/{uid}/explanation", timeout=10) as resp:
+                # Orthanc rewrites the file meta group on storage; the data set is the same.
+                kept = pydicom.dcmread(io.BytesIO(resp.read()))
+            assert (kept.SOPInstanceUID, kept.PixelData) == (sc.SOPInstanceUID, sc.PixelData)
         with urllib.request.urlopen(root + "/metrics", timeout=5) as resp:
             metrics = resp.read().decode()
         assert f'bedside_serve_received_total{{source="dimse"}} {len(studies)}' in metrics
@@ -246,7 +281,10 @@ def test_cstore_to_sr_in_orthanc_and_stow_gives_the_same(bedside, bundle, studie
         assert again.returncode == 0
         status, health = get_json(root + "/healthz")
         assert health["queue"].get("done", 0) + health["queue"].get("rejected", 0) == len(studies)
-        assert health["queue"]["report"] == len(studies)
+        assert explained > 0
+        # Reports and explanation captures are kept in the store alike.
+        assert health["queue"]["report"] == len(studies) + explained
+        assert f'bedside_serve_explanations_total{{outcome="made"}} {explained}' in metrics
     finally:
         err = stop(proc)
     # No PHI in the logs: the phantom's patient names never appear.

@@ -68,6 +68,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    bedside_core::alloc::retain_large_allocations();
     let cli = Cli::parse();
     if matches!(
         cli.command,

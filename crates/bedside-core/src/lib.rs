@@ -18,6 +18,7 @@
 //! assert!((0.0..1.0).contains(&u));
 //! ```
 
+pub mod alloc;
 pub mod config;
 pub mod fsio;
 pub mod npy;

@@ -23,6 +23,7 @@
 pub mod elements;
 pub mod pixel;
 pub mod read;
+pub mod sc;
 pub mod scan;
 pub mod seg;
 pub mod sr;

@@ -419,22 +419,13 @@ impl Segmentation {
         let mut obj =
             crate::sr::object_of_study(SEGMENTATION_STORAGE, &self.sop_instance_uid, &self.study);
         // General Series and Segmentation Series.
-        put_str(&mut obj, tags::MODALITY, VR::CS, "SEG");
-        put_str(
+        crate::sr::put_series(
             &mut obj,
-            tags::SERIES_INSTANCE_UID,
-            VR::UI,
+            "SEG",
             &self.series_instance_uid,
+            self.series_number,
+            &self.series_description,
         );
-        put_is(&mut obj, tags::SERIES_NUMBER, self.series_number);
-        if !self.series_description.is_empty() {
-            put_str(
-                &mut obj,
-                tags::SERIES_DESCRIPTION,
-                VR::LO,
-                &self.series_description,
-            );
-        }
         // General and Enhanced General Equipment.
         put_str(&mut obj, tags::MANUFACTURER, VR::LO, &self.manufacturer);
         put_str(

@@ -463,22 +463,13 @@ impl SrDocument {
             crate::sr::object_of_study(COMPREHENSIVE_SR, &self.sop_instance_uid, &self.study);
         let s = &self.study;
         // SR Document Series.
-        put_str(&mut obj, tags::MODALITY, VR::CS, "SR");
-        put_str(
+        crate::sr::put_series(
             &mut obj,
-            tags::SERIES_INSTANCE_UID,
-            VR::UI,
+            "SR",
             &self.series_instance_uid,
+            self.series_number,
+            &self.series_description,
         );
-        put_is(&mut obj, tags::SERIES_NUMBER, self.series_number);
-        if !self.series_description.is_empty() {
-            put_str(
-                &mut obj,
-                tags::SERIES_DESCRIPTION,
-                VR::LO,
-                &self.series_description,
-            );
-        }
         put_seq(
             &mut obj,
             tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
@@ -609,6 +600,23 @@ pub(crate) fn object_of_study(
         &s.accession_number,
     );
     obj
+}
+
+/// The General Series attributes every object Bedside writes carries: modality, series UID
+/// and number, and the description when there is one.
+pub(crate) fn put_series(
+    obj: &mut InMemDicomObject,
+    modality: &str,
+    series_instance_uid: &str,
+    series_number: i64,
+    series_description: &str,
+) {
+    put_str(obj, tags::MODALITY, VR::CS, modality);
+    put_str(obj, tags::SERIES_INSTANCE_UID, VR::UI, series_instance_uid);
+    put_is(obj, tags::SERIES_NUMBER, series_number);
+    if !series_description.is_empty() {
+        put_str(obj, tags::SERIES_DESCRIPTION, VR::LO, series_description);
+    }
 }
 
 /// Hierarchical SOP Instance Reference Macro items: study → series → instances.

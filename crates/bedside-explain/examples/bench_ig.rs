@@ -174,6 +174,7 @@ fn result_field(out: &str, key: &str) -> Option<f64> {
 }
 
 fn main() {
+    bedside_core::alloc::retain_large_allocations();
     let o = match parse() {
         Ok(o) => o,
         Err(e) => {

@@ -32,6 +32,103 @@ pub fn abs_quantile(values: impl Iterator<Item = f32>, q: f64) -> f32 {
     *x
 }
 
+/// How the frames of a video and a map become colours: the video min–max scaled to grey, the
+/// map divided by the 0.99-quantile of its `|value|` over the drawn frames, blended with
+/// [`heat`]'s colour and alpha.
+struct Painter<'a> {
+    video: &'a VideoArray,
+    map: &'a VideoArray,
+    lo: f32,
+    span: f32,
+    scale: f32,
+}
+
+impl<'a> Painter<'a> {
+    fn new(
+        video: &'a VideoArray,
+        map: &'a VideoArray,
+        frames: &[usize],
+    ) -> Result<Self, ExplainError> {
+        if frames.is_empty() {
+            return Err(ExplainError::invalid("no frames to draw"));
+        }
+        if (video.height, video.width) != (map.height, map.width) {
+            return Err(ExplainError::invalid(format!(
+                "the map is {}×{}, the frames {}×{}",
+                map.height, map.width, video.height, video.width
+            )));
+        }
+        let plane = video.height * video.width;
+        let (lo, hi) = video
+            .data
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        let span = if hi > lo { hi - lo } else { 1.0 };
+        let scale = abs_quantile(
+            frames
+                .iter()
+                .filter(|&&f| f < map.frames)
+                .flat_map(|&f| map.data[f * plane..(f + 1) * plane].iter().copied()),
+            0.99,
+        );
+        let scale = if scale > 0.0 { scale } else { 1.0 };
+        Ok(Self {
+            video,
+            map,
+            lo,
+            span,
+            scale,
+        })
+    }
+
+    /// Grey level in `[0, 1]` of pixel `p` of frame `f` (0 past the video's end).
+    fn grey(&self, f: usize, p: usize) -> f32 {
+        let v = self.video;
+        if f >= v.frames {
+            return 0.0;
+        }
+        let plane = v.height * v.width;
+        let sum: f32 = (0..v.channels)
+            .map(|c| v.data[(c * v.frames + f) * plane + p])
+            .sum();
+        ((sum / v.channels as f32 - self.lo) / self.span).clamp(0.0, 1.0)
+    }
+
+    /// The overlay's RGB bytes at pixel `p` of frame `f` on a pixel of grey level `grey`.
+    fn overlay(&self, f: usize, p: usize, grey: f32) -> [u8; 3] {
+        let plane = self.map.height * self.map.width;
+        let value = if f < self.map.frames {
+            self.map.data[f * plane + p] / self.scale
+        } else {
+            0.0
+        };
+        let (colour, alpha) = heat(value);
+        colour.map(|c| (((1.0 - alpha) * grey + alpha * c).clamp(0.0, 1.0) * 255.0).round() as u8)
+    }
+}
+
+/// The frames of `video` listed in `frames` with `map` overlaid (the right half of
+/// [`write_overlay_apng`]'s picture): one buffer of `height × width × 3` interleaved RGB bytes
+/// per frame.
+pub fn overlay_frames(
+    video: &VideoArray,
+    map: &VideoArray,
+    frames: &[usize],
+) -> Result<Vec<Vec<u8>>, ExplainError> {
+    let painter = Painter::new(video, map, frames)?;
+    let plane = video.height * video.width;
+    Ok(frames
+        .iter()
+        .map(|&f| {
+            (0..plane)
+                .flat_map(|p| painter.overlay(f, p, painter.grey(f, p)))
+                .collect()
+        })
+        .collect())
+}
+
 /// Encode an animated PNG: the raw frames (`video`, any channel count, min–max scaled to
 /// grey) on the left and the same frames with `map` overlaid on the right, one PNG frame per
 /// entry of `frames` (video frame indices), `fps` frames per second.
@@ -42,32 +139,8 @@ pub fn write_overlay_apng(
     frames: &[usize],
     fps: u16,
 ) -> Result<(), ExplainError> {
-    if frames.is_empty() {
-        return Err(ExplainError::invalid("no frames to draw"));
-    }
-    if (video.height, video.width) != (map.height, map.width) {
-        return Err(ExplainError::invalid(format!(
-            "the map is {}×{}, the frames {}×{}",
-            map.height, map.width, video.height, video.width
-        )));
-    }
+    let painter = Painter::new(video, map, frames)?;
     let (h, w) = (video.height, video.width);
-    let plane = h * w;
-    let (lo, hi) = video
-        .data
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
-    let span = if hi > lo { hi - lo } else { 1.0 };
-    let scale = abs_quantile(
-        frames
-            .iter()
-            .filter(|&&f| f < map.frames)
-            .flat_map(|&f| map.data[f * plane..(f + 1) * plane].iter().copied()),
-        0.99,
-    );
-    let scale = if scale > 0.0 { scale } else { 1.0 };
     let encode_error = |e: png::EncodingError| ExplainError::Encode {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -90,27 +163,11 @@ pub fn write_overlay_apng(
             for y in 0..h {
                 for x in 0..w {
                     let p = y * w + x;
-                    let grey = if f < video.frames {
-                        let sum: f32 = (0..video.channels)
-                            .map(|c| video.data[(c * video.frames + f) * plane + p])
-                            .sum();
-                        ((sum / video.channels as f32 - lo) / span).clamp(0.0, 1.0)
-                    } else {
-                        0.0
-                    };
-                    let value = if f < map.frames {
-                        map.data[f * plane + p] / scale
-                    } else {
-                        0.0
-                    };
-                    let (colour, alpha) = heat(value);
+                    let grey = painter.grey(f, p);
                     let left = (y * 2 * w + x) * 3;
                     let right = (y * 2 * w + w + x) * 3;
-                    for c in 0..3 {
-                        rgb[left + c] = (grey * 255.0).round() as u8;
-                        let blended = (1.0 - alpha) * grey + alpha * colour[c];
-                        rgb[right + c] = (blended.clamp(0.0, 1.0) * 255.0).round() as u8;
-                    }
+                    rgb[left..left + 3].fill((grey * 255.0).round() as u8);
+                    rgb[right..right + 3].copy_from_slice(&painter.overlay(f, p, grey));
                 }
             }
             writer.write_image_data(&rgb).map_err(encode_error)?;

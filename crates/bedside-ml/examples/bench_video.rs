@@ -295,6 +295,7 @@ struct Row {
 }
 
 fn main() -> Result<(), BoxError> {
+    bedside_core::alloc::retain_large_allocations();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let options = Options::parse(&args)?;
     if options.profile && !options.worker {

@@ -89,6 +89,30 @@ pub struct Route {
     /// Quality control before inference.
     #[serde(default)]
     pub qc: Qc,
+    /// An explanation of each result as a Multi-frame True Color Secondary Capture, sent and
+    /// kept with the report (absent: none; it costs a backward pass per study).
+    #[serde(default)]
+    pub explain: Option<ExplainRoute>,
+}
+
+/// `[route.explain]`: the attribution drawn over the frames of one clip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExplainRoute {
+    /// A map method of `bedside explain`: `gradcam`, `saliency`, `input_x_gradient`, `ig`,
+    /// `smoothgrad` or `occlusion`.
+    pub method: String,
+    /// The stage Grad-CAM reads (`stem`, `layer1` … `layer4`).
+    pub layer: String,
+}
+
+impl Default for ExplainRoute {
+    fn default() -> Self {
+        Self {
+            method: "gradcam".into(),
+            layer: "layer4".into(),
+        }
+    }
 }
 
 fn no_units() -> String {
@@ -280,6 +304,21 @@ impl Validate for ServeConfig {
                     key("qc.max_uncertainty"),
                     "K/S lies in (0, 1]: at most 1".into(),
                 ));
+            }
+            if let Some(e) = &r.explain {
+                match bedside_explain::study::Method::parse(&e.method) {
+                    Ok(m) if m.has_map() => {}
+                    Ok(_) => {
+                        return Err((
+                            key("explain.method"),
+                            "frame ablation gives a curve, not a map to draw".into(),
+                        ));
+                    }
+                    Err(err) => return Err((key("explain.method"), err.to_string())),
+                }
+                if let Err(err) = bedside_explain::model::Stage::parse(&e.layer) {
+                    return Err((key("explain.layer"), err.to_string()));
+                }
             }
         }
         if let Some(d) = &self.destination {

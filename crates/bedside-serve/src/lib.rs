@@ -6,10 +6,12 @@
 //! every refusal a named reason), runs every clip through the model, applies the
 //! out-of-distribution gate ("I don't know"), and writes the result as a Comprehensive SR
 //! ([`report`]) that is kept for retrieval and sent by C-STORE to the destination PACS.
+//! With `[route.explain]`, [`explanation`] adds an attribution overlay as a secondary capture.
 //! [`metrics`] exposes counters and per-stage latency histograms for Prometheus.
 
 pub mod config;
 pub mod dimse;
+pub mod explanation;
 pub mod metrics;
 pub mod pipeline;
 pub mod report;

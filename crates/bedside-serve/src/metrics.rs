@@ -24,6 +24,7 @@ struct Inner {
     received: BTreeMap<String, u64>,
     rejected: BTreeMap<String, u64>,
     processed: BTreeMap<String, u64>,
+    explanations: BTreeMap<String, u64>,
     sent: u64,
     send_failures: u64,
     stages: BTreeMap<String, Histogram>,
@@ -62,6 +63,11 @@ impl Metrics {
     /// `failed`).
     pub fn processed(&self, outcome: &str) {
         self.with(|m| *m.processed.entry(outcome.into()).or_default() += 1);
+    }
+
+    /// An explanation secondary capture was made (`made`) or could not be (`failed`).
+    pub fn explained(&self, outcome: &str) {
+        self.with(|m| *m.explanations.entry(outcome.into()).or_default() += 1);
     }
 
     /// A report was delivered (or not).
@@ -125,6 +131,13 @@ impl Metrics {
             "Instances processed, by outcome.",
             "outcome",
             &m.processed,
+        );
+        counter(
+            &mut out,
+            "bedside_serve_explanations_total",
+            "Explanation secondary captures, by outcome.",
+            "outcome",
+            &m.explanations,
         );
         let _ = writeln!(
             out,

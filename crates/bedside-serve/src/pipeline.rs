@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bedside_curate::resize::{Frames, Sample, training_copy};
 use bedside_ml::bundle::Bundle;
-use bedside_ml::data::clips::{ClipSamplerConfig, VideoArray, clips_to_tensor};
+use bedside_ml::data::clips::{ClipSampler, ClipSamplerConfig, VideoArray, clips_to_tensor};
 use bedside_ml::data::loader::{MODEL_CHANNELS, resize_pad};
 use burn::tensor::Device;
 use dicom_dictionary_std::tags;
@@ -468,14 +468,15 @@ pub fn decode(
     })
 }
 
-/// Runs the bundle on every clip (at most `worker.max_clips`, evenly spaced) and returns the
-/// mean and spread of each output column.
-pub fn infer(
-    bundle: &Bundle,
-    video: &VideoArray,
-    worker: &Worker,
-    device: &Device,
-) -> Result<Prediction, String> {
+/// The clips [`infer`] runs on one video: the video resized to the model's input and the
+/// starts of at most `worker.max_clips` evenly spaced clips.
+struct ClipPlan {
+    sampler: ClipSampler,
+    resized: VideoArray,
+    starts: Vec<usize>,
+}
+
+fn clip_plan(bundle: &Bundle, video: &VideoArray, worker: &Worker) -> Result<ClipPlan, String> {
     let spec = &bundle.manifest.model;
     let sampler = ClipSamplerConfig::new()
         .with_length(spec.input.clip_length)
@@ -485,35 +486,81 @@ pub fn infer(
     let resized = resize_pad(video, spec.input.size);
     let starts = sampler.all_starts(resized.frames);
     let m = worker.max_clips;
-    let chosen: Vec<usize> = if m > 0 && m < starts.len() {
+    let starts: Vec<usize> = if m > 0 && m < starts.len() {
         (0..m)
             .map(|k| starts[k * (starts.len() - 1) / (m - 1).max(1)])
             .collect()
     } else {
         starts
     };
+    Ok(ClipPlan {
+        sampler,
+        resized,
+        starts,
+    })
+}
+
+/// The clip starting at `start` as the model takes it, before normalisation (grey repeated
+/// to the model's channels) and after.
+fn model_clip(
+    bundle: &Bundle,
+    plan: &ClipPlan,
+    start: usize,
+) -> Result<(VideoArray, VideoArray), String> {
+    let mut clip = plan.sampler.extract(&plan.resized, start);
+    if clip.channels == 1 {
+        let mut data = Vec::with_capacity(clip.data.len() * MODEL_CHANNELS);
+        for _ in 0..MODEL_CHANNELS {
+            data.extend_from_slice(&clip.data);
+        }
+        clip.data = data;
+        clip.channels = MODEL_CHANNELS;
+    }
+    let mut normalised = clip.clone();
+    bundle
+        .manifest
+        .model
+        .input
+        .normalization
+        .apply(&mut normalised)
+        .map_err(|e| e.to_string())?;
+    Ok((clip, normalised))
+}
+
+/// The middle one of the clips [`infer`] runs, before and after normalisation: the clip the
+/// explanation secondary capture draws.
+pub fn middle_clip(
+    bundle: &Bundle,
+    video: &VideoArray,
+    worker: &Worker,
+) -> Result<(VideoArray, VideoArray), String> {
+    let plan = clip_plan(bundle, video, worker)?;
+    let start = *plan
+        .starts
+        .get(plan.starts.len() / 2)
+        .ok_or("the video is shorter than one clip")?;
+    model_clip(bundle, &plan, start)
+}
+
+/// Runs the bundle on every clip (at most `worker.max_clips`, evenly spaced) and returns the
+/// mean and spread of each output column.
+pub fn infer(
+    bundle: &Bundle,
+    video: &VideoArray,
+    worker: &Worker,
+    device: &Device,
+) -> Result<Prediction, String> {
+    let spec = &bundle.manifest.model;
+    let plan = clip_plan(bundle, video, worker)?;
     let names = spec.task.output_names();
     let dim = spec.task.output_dim();
     let mut sum = vec![0.0f64; names.len()];
     let mut sq = vec![0.0f64; names.len()];
     let mut n = 0usize;
-    for batch in chosen.chunks(worker.batch_size.max(1)) {
+    for batch in plan.starts.chunks(worker.batch_size.max(1)) {
         let mut clips = Vec::with_capacity(batch.len());
         for &s in batch {
-            let mut clip = sampler.extract(&resized, s);
-            if clip.channels == 1 {
-                let mut data = Vec::with_capacity(clip.data.len() * MODEL_CHANNELS);
-                for _ in 0..MODEL_CHANNELS {
-                    data.extend_from_slice(&clip.data);
-                }
-                clip.data = data;
-                clip.channels = MODEL_CHANNELS;
-            }
-            spec.input
-                .normalization
-                .apply(&mut clip)
-                .map_err(|e| e.to_string())?;
-            clips.push(clip);
+            clips.push(model_clip(bundle, &plan, s)?.1);
         }
         let x = clips_to_tensor(&clips, device).map_err(|e| e.to_string())?;
         let raw = bundle

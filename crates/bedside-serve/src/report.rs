@@ -70,6 +70,8 @@ pub struct Outcome {
     pub value_unit: String,
     /// Report SOP Instance UID.
     pub report_sop_instance_uid: Option<String>,
+    /// SOP Instance UID of the explanation secondary capture (`[route.explain]`).
+    pub explanation_sop_instance_uid: Option<String>,
     /// Seconds per stage.
     pub timings_s: Vec<(String, f64)>,
 }
@@ -118,7 +120,8 @@ fn meaning_of(name: &str) -> String {
     }
 }
 
-fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
+/// A string element's value without DICOM padding (empty when absent or not text).
+pub(crate) fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
     obj.element_opt(tag)
         .ok()
         .flatten()

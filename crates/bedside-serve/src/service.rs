@@ -21,6 +21,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::config::ServeConfig;
+use crate::explanation;
 use crate::metrics;
 use crate::pipeline::{self, Header, since};
 use crate::report::{self, ModelInfo, Outcome, Status};
@@ -293,10 +294,14 @@ fn deliver(
     failures: &mut HashMap<String, u32>,
 ) {
     let started = Instant::now();
+    // The explanation secondary capture, when one was made, travels with its report.
+    let explanation = std::fs::read(store.object_path(&explanation::explanation_uid(report_uid)));
     let sent = std::fs::read(store.object_path(report_uid))
         .map_err(|e| e.to_string())
         .and_then(|bytes| {
-            crate::dimse::send(dest, &config.ae_title, &[bytes]).map_err(|e| e.to_string())
+            let mut files = vec![bytes];
+            files.extend(explanation.ok());
+            crate::dimse::send(dest, &config.ae_title, &files).map_err(|e| e.to_string())
         });
     match sent {
         Ok(()) => {
@@ -363,8 +368,10 @@ fn process(
         prediction: None,
         value_unit: "1".into(),
         report_sop_instance_uid: None,
+        explanation_sop_instance_uid: None,
         timings_s: Vec::new(),
     };
+    let mut explained: Option<dicom_object::InMemDicomObject> = None;
     let t = Instant::now();
     let routed = pipeline::route(&config.route, &obj);
     let model_and_route = routed.as_ref().ok().and_then(|r| {
@@ -407,6 +414,33 @@ fn process(
                                     Status::Result
                                 };
                                 outcome.prediction = Some(p);
+                                if let (Status::Result, Some(settings)) =
+                                    (outcome.status, &route.explain)
+                                {
+                                    let t = Instant::now();
+                                    let request = explanation::Request {
+                                        bundle: &model.bundle,
+                                        model: &model.info,
+                                        video: &video,
+                                        source: &obj,
+                                        fps: header.fps,
+                                        report_uid: &report::report_uid(uid, &model.info.name),
+                                        received_at,
+                                    };
+                                    match explanation::capture(
+                                        &request,
+                                        settings,
+                                        &config.worker,
+                                        device,
+                                    ) {
+                                        Ok(sc) => explained = Some(sc),
+                                        Err(e) => {
+                                            metrics::global().explained("failed");
+                                            tracing::warn!(error = %e, "no explanation; the report goes without it");
+                                        }
+                                    }
+                                    timings.push(("explain".into(), since(t)));
+                                }
                             }
                         }
                     }
@@ -446,6 +480,27 @@ fn process(
     match sr {
         Ok(Intake::Stored(_) | Intake::AlreadyStored(_)) => {}
         Err(e) => return fail(&format!("report: {e}")),
+    }
+    if let Some(sc) = explained {
+        let stored = bedside_dicom::write::encode_file(sc, bedside_dicom::ts::EXPLICIT_VR_LE)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let parsed = bedside_dicom::read::read_bytes(&bytes).map_err(|e| e.to_string())?;
+                store
+                    .put(&bytes, &parsed, Source::Report)
+                    .map_err(|e| e.to_string())
+            });
+        match stored {
+            Ok(_) => {
+                metrics::global().explained("made");
+                outcome.explanation_sop_instance_uid =
+                    Some(explanation::explanation_uid(&report_uid));
+            }
+            Err(e) => {
+                metrics::global().explained("failed");
+                tracing::warn!(error = %e, "cannot store the explanation; the report goes without it");
+            }
+        }
     }
     timings.push(("report".into(), since(t)));
     timings.push(("total".into(), since(started)));
@@ -491,6 +546,7 @@ fn app(config: Arc<ServeConfig>, store: Arc<Store>) -> Router {
         .route("/api/v1/instances/{uid}", get(status_of))
         .route("/api/v1/instances/{uid}/result", get(result_of))
         .route("/api/v1/instances/{uid}/report", get(report_of))
+        .route("/api/v1/instances/{uid}/explanation", get(explanation_of))
         .layer(DefaultBodyLimit::max(config.intake.max_instance_bytes))
         .with_state(state)
         .nest("/dicomweb", dicomweb)
@@ -621,6 +677,28 @@ async fn report_of(State(s): State<AppState>, UrlPath(uid): UrlPath<String>) -> 
                 Ok(Err(_)) => problem(StatusCode::NOT_FOUND, "report file missing"),
                 Err(r) => r,
             },
+            None => (StatusCode::ACCEPTED, axum::Json(json!({"state": e.state}))).into_response(),
+        },
+        Err(r) => r,
+    }
+}
+
+async fn explanation_of(State(s): State<AppState>, UrlPath(uid): UrlPath<String>) -> Response {
+    let store = Arc::clone(&s.store);
+    match entry(s, uid).await {
+        Ok(e) => match e.report_uid {
+            Some(r) => {
+                let path = store.object_path(&explanation::explanation_uid(&r));
+                match blocking(move || std::fs::read(path)).await {
+                    Ok(Ok(bytes)) => {
+                        ([(header::CONTENT_TYPE, "application/dicom")], bytes).into_response()
+                    }
+                    Ok(Err(_)) => {
+                        problem(StatusCode::NOT_FOUND, "no explanation for this instance")
+                    }
+                    Err(r) => r,
+                }
+            }
             None => (StatusCode::ACCEPTED, axum::Json(json!({"state": e.state}))).into_response(),
         },
         Err(r) => r,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bedside_core::npy::{Dtype, write_npy};
 use bedside_dicom::elements::*;
-use bedside_serve::config::{Destination, Qc, Route, ServeConfig};
+use bedside_serve::config::{Destination, ExplainRoute, Qc, Route, ServeConfig};
 use bedside_serve::dimse;
 use bedside_serve::store::{Source, Store};
 use bedside_serve::{Model, Running};
@@ -107,6 +107,7 @@ fn config(data: &Path, destination: Option<Destination>) -> ServeConfig {
         manufacturer: Vec::new(),
         value_unit: "1".into(),
         qc,
+        explain: None,
     };
     let mut c = ServeConfig {
         data_dir: data.to_path_buf(),
@@ -661,4 +662,205 @@ fn malformed_input_gets_a_failure_status_or_an_abort_never_a_crash() {
     a.release().unwrap();
     assert!(running.store.counts().unwrap().is_empty());
     running.stop();
+}
+
+/// `GET path` over plain HTTP/1.1; returns the status code and the body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "this helper reads whole bodies only"
+    );
+    (code, raw[split + 4..].to_vec())
+}
+
+fn start_explaining(data: &Path, explain: Option<ExplainRoute>) -> Running {
+    let mut c = config(data, None);
+    for r in &mut c.route {
+        r.explain = explain.clone();
+    }
+    bedside_serve::start(c, vec![model()], Device::flex()).unwrap()
+}
+
+fn u16_of(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> u16 {
+    obj.element(tag).unwrap().to_int::<u16>().unwrap()
+}
+
+fn str_of(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> String {
+    obj.element(tag)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches(['\0', ' '])
+        .to_string()
+}
+
+#[test]
+fn an_explanation_secondary_capture_travels_with_the_report() {
+    let c = cine(77);
+    let source = encode(&c);
+    let pacs_data = tempfile::tempdir().unwrap();
+    let pacs = start(pacs_data.path(), None);
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(data.path(), Some(dest(&pacs)));
+    for r in &mut cfg.route {
+        r.explain = Some(ExplainRoute::default());
+    }
+    let running = bedside_serve::start(cfg, vec![model()], Device::flex()).unwrap();
+    send(&running, std::slice::from_ref(&source)).unwrap();
+    let r = wait_done(&running.store, std::slice::from_ref(&c.uid));
+    assert_eq!(r[0]["status"], "result", "{}", r[0]);
+    let sc_uid = r[0]["explanation_sop_instance_uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(r[0]["timings_s"].to_string().contains("explain"));
+    let bytes = std::fs::read(running.store.object_path(&sc_uid)).unwrap();
+
+    // Over REST, the same object; an unknown instance is a 404.
+    let (code, body) = http_get(
+        running.http_addr,
+        &format!("/api/v1/instances/{}/explanation", c.uid),
+    );
+    assert_eq!((code, body.len()), (200, bytes.len()));
+    assert_eq!(body, bytes);
+    assert_eq!(
+        http_get(running.http_addr, "/api/v1/instances/2.25.999/explanation").0,
+        404
+    );
+
+    // What the object says.
+    let sc = bedside_dicom::read::read_bytes(&bytes).unwrap();
+    assert_eq!(
+        str_of(&sc, tags::SOP_CLASS_UID),
+        bedside_dicom::sc::MULTIFRAME_TRUE_COLOR_SC
+    );
+    assert_eq!(
+        str_of(&sc, tags::STUDY_INSTANCE_UID),
+        format!("{}.1", c.uid)
+    );
+    assert_eq!(str_of(&sc, tags::PATIENT_ID), "P1");
+    assert_ne!(
+        str_of(&sc, tags::SERIES_INSTANCE_UID),
+        format!("{}.2", c.uid)
+    );
+    let source_item = &sc
+        .element(tags::SOURCE_IMAGE_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0];
+    assert_eq!(
+        source_item
+            .element(tags::REFERENCED_SOP_INSTANCE_UID)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0'),
+        c.uid
+    );
+    // The tiny bundle: 4-frame clips of 16x16, every second frame of a 33.3 ms cine.
+    let frames: usize = str_of(&sc, tags::NUMBER_OF_FRAMES).parse().unwrap();
+    let (rows, cols) = (u16_of(&sc, tags::ROWS), u16_of(&sc, tags::COLUMNS));
+    assert_eq!((frames, rows, cols), (4, 16, 16));
+    let frame_time: f64 = str_of(&sc, tags::FRAME_TIME).parse().unwrap();
+    assert!((frame_time - 66.6).abs() < 0.01, "{frame_time}");
+    let pixels = sc.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+    assert_eq!(pixels.len(), 4 * 16 * 16 * 3);
+    // A map was drawn: some pixels are coloured (not grey), and not all alike.
+    let coloured = pixels
+        .chunks_exact(3)
+        .filter(|p| p[0] != p[1] || p[1] != p[2])
+        .count();
+    let distinct: std::collections::BTreeSet<&[u8]> = pixels.chunks_exact(3).collect();
+    assert!(
+        coloured > 0 && distinct.len() > 10,
+        "{coloured} coloured, {} distinct",
+        distinct.len()
+    );
+
+    // The destination got the report and the capture.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !running.store.entry(&c.uid).unwrap().unwrap().sent {
+        assert!(Instant::now() < deadline, "not delivered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report_uid = r[0]["report_sop_instance_uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got = wait_done(&pacs.store, &[report_uid, sc_uid.clone()]);
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        std::fs::read(pacs.store.object_path(&sc_uid)).unwrap(),
+        bytes
+    );
+
+    // DICOM validity by an independent validator.
+    // dciodvfy prints its usage and exits non-zero without arguments; only a missing program
+    // fails to spawn.
+    if std::process::Command::new("dciodvfy").output().is_ok() {
+        let file = data.path().join("sc.dcm");
+        std::fs::write(&file, &bytes).unwrap();
+        let out = std::process::Command::new("dciodvfy")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error")).collect();
+        assert!(errors.is_empty(), "dciodvfy: {errors:#?}");
+        assert!(text.contains("MultiframeTrueColorSCImage"), "{text}");
+        eprintln!("dciodvfy on the capture:\n{text}");
+    } else {
+        assert!(
+            !std::env::var("BEDSIDE_REQUIRE_PEERS").is_ok_and(|v| v == "1"),
+            "required peer missing: dciodvfy (Debian dicom3tools)"
+        );
+        eprintln!("skipped: dciodvfy (Debian dicom3tools) is not installed");
+    }
+    running.stop();
+    pacs.stop();
+
+    // Processing the same instance again (a fresh service) gives the same capture; without
+    // `[route.explain]` there is none.
+    for explain in [Some(ExplainRoute::default()), None] {
+        let again = tempfile::tempdir().unwrap();
+        let running = start_explaining(again.path(), explain.clone());
+        send(&running, std::slice::from_ref(&source)).unwrap();
+        let r = wait_done(&running.store, std::slice::from_ref(&c.uid));
+        match explain {
+            Some(_) => {
+                assert_eq!(r[0]["explanation_sop_instance_uid"], sc_uid.as_str());
+                let other = bedside_dicom::read::read_bytes(
+                    &std::fs::read(running.store.object_path(&sc_uid)).unwrap(),
+                )
+                .unwrap();
+                assert_eq!(
+                    other.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap(),
+                    pixels
+                );
+            }
+            None => {
+                assert!(r[0]["explanation_sop_instance_uid"].is_null());
+                let (code, _) = http_get(
+                    running.http_addr,
+                    &format!("/api/v1/instances/{}/explanation", c.uid),
+                );
+                assert_eq!(code, 404);
+            }
+        }
+        running.stop();
+    }
 }

@@ -34,9 +34,11 @@ pub struct ExplainStage {
 /// Explain `bundle` (one of the demo's bundles, e.g. `bundles/reduced-ef`) on the demo in `dir`:
 /// two test studies explained per study, then the dataset tests on the test split with the
 /// task's true outcome (`reduced_ef` AUROC, `ef` MAE, or `time_days`/`event` C-index).
+/// `random_label`, the same model trained on permuted labels, adds the data-randomisation test.
 pub fn explain_stage(
     dir: &Path,
     bundle: &Path,
+    random_label: Option<&Path>,
     say: &mut dyn FnMut(String),
 ) -> anyhow::Result<ExplainStage> {
     let device = bedside_ml::backend::BackendKind::parse("flex")
@@ -44,6 +46,12 @@ pub fn explain_stage(
         .context("opening the flex backend")?;
     let loaded = bedside_ml::bundle::load(bundle, &device)
         .with_context(|| format!("loading {}", bundle.display()))?;
+    let random_label = random_label
+        .map(|path| {
+            bedside_ml::bundle::load(path, &device)
+                .with_context(|| format!("loading {}", path.display()))
+        })
+        .transpose()?;
     let manifest = dir.join("curated").join("metadata.csv");
     let labels = dir.join("labels.csv");
     let out = dir.join("explanations");
@@ -141,7 +149,7 @@ pub fn explain_stage(
     let dataset_dir = out.join("dataset");
     let section = explain_dataset(
         &loaded,
-        None,
+        random_label.as_ref(),
         &manifest,
         &dataset,
         &dataset_dir,

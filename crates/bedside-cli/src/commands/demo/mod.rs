@@ -22,6 +22,7 @@ mod models;
   bedside demo --epochs 30 --fine-tune-epochs 10   # train longer (better models, slower)
   bedside demo --no-train          # cohort, curation and the reader audit only (about a minute)
   bedside demo --bias none         # no injected label noise
+  bedside demo --data-randomisation   # add the permuted-label sanity check (two more trainings)
 
 Stages: synth (phantom cohort with label noise injected into one subgroup); curate
 (de-identification, burned-in text removal, metadata table, arrays and sector-cropped copies);
@@ -64,6 +65,12 @@ pub struct Args {
     /// Clips per test study at prediction time (evenly spaced; predictions are their mean).
     #[arg(long, default_value_t = 4)]
     pub max_clips: usize,
+    /// Also run the data-randomisation sanity check (Adebayo et al. 2018): train the EF and
+    /// reduced-EF models again, the same way, on labels permuted across studies, and compare
+    /// each method's maps of the two reduced-EF models. Adds two trainings (about half the
+    /// demo's time again), so it is off by default.
+    #[arg(long)]
+    pub data_randomisation: bool,
     /// Skip curation, training and prediction (cohort and reader audit only).
     #[arg(long)]
     pub no_train: bool,
@@ -97,7 +104,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         "none" | "" => Vec::new(),
         text => vec![BiasSpec::parse(text).map_err(crate::ui::Exit::invalid)?],
     };
-    let stages = if args.no_train { 2 } else { 7 };
+    let stages = match (args.no_train, args.data_randomisation) {
+        (true, _) => 2,
+        (false, false) => 7,
+        (false, true) => 8,
+    };
     let mut stage = 0;
     let mut next = |what: &str| {
         stage += 1;
@@ -167,10 +178,43 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
         let rows = models::merge_predictions(&parts, &merged)?;
         ctx.say(format!("  {rows} test studies -> {}", merged.display()));
 
+        let random_label = if args.data_randomisation {
+            next("train on permuted labels: EF, then reduced EF, for the data-randomisation check");
+            let permuted = args.dir.join("labels-permuted.csv");
+            let rows = models::permuted_label_sheet(
+                &labels,
+                &permuted,
+                &models::LEARNED_COLUMNS,
+                args.seed,
+            )?;
+            ctx.say(format!(
+                "  {rows} studies, labels shuffled across studies -> {}",
+                permuted.display()
+            ));
+            let mut bundle = None;
+            for task in models::TASKS.iter().filter(|t| t.name != "survival") {
+                ctx.say(format!(
+                    "  -- {} (permuted labels): {}",
+                    task.name, task.what
+                ));
+                bundle = Some(models::train_and_export(
+                    &args.dir,
+                    task,
+                    &budget,
+                    models::Labels::Permuted,
+                    ctx,
+                )?);
+            }
+            bundle
+        } else {
+            None
+        };
+
         next("explain: attributions, left-ventricle occlusion test, sanity checks (reduced EF)");
         let stage = explain::explain_stage(
             &args.dir,
             &args.dir.join("bundles").join("reduced-ef"),
+            random_label.as_deref(),
             &mut |line| ctx.say(line),
         )?;
         let section = stage.section.clone();

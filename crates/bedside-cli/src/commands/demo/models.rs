@@ -163,25 +163,104 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
         .collect())
 }
 
+/// Which labels a model learns from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Labels {
+    /// The cohort's recorded labels (`labels.csv`).
+    Recorded,
+    /// The same labels shuffled across studies (`labels-permuted.csv`): the model of the
+    /// data-randomisation sanity check, whose names carry a `-permuted` suffix.
+    Permuted,
+}
+
+impl Labels {
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Recorded => "",
+            Self::Permuted => "-permuted",
+        }
+    }
+
+    fn file(self) -> &'static str {
+        match self {
+            Self::Recorded => "labels.csv",
+            Self::Permuted => "labels-permuted.csv",
+        }
+    }
+}
+
+/// The label columns the demo's models learn from, shuffled together by
+/// [`permuted_label_sheet`] so that each row keeps a consistent set of labels.
+pub const LEARNED_COLUMNS: [&str; 4] = ["ef_observed", "reduced_ef_observed", "time_days", "event"];
+
+/// Writes `out`: the label sheet `labels` with the values of `columns` moved, row for row, to
+/// a seeded random permutation of the rows (every other column, the join key included, stays).
+/// The images no longer say anything about the labels, which is what the data-randomisation
+/// test of Adebayo et al. (2018) trains on. Returns the row count.
+pub fn permuted_label_sheet(
+    labels: &Path,
+    out: &Path,
+    columns: &[&str],
+    seed: u64,
+) -> anyhow::Result<usize> {
+    let mut reader =
+        csv::Reader::from_path(labels).with_context(|| format!("reading {}", labels.display()))?;
+    let header = reader.headers()?.clone();
+    let picked: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            header
+                .iter()
+                .position(|h| h == *c)
+                .with_context(|| format!("{} has no `{c}` column", labels.display()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>()?;
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    let mut rng = bedside_core::rng::Rng::seed_from(seed ^ 0x5045_524d_5554_4544);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&header)?;
+    for (row, &from) in rows.iter().zip(&order) {
+        let fields: Vec<&str> = (0..row.len())
+            .map(|i| {
+                if picked.contains(&i) {
+                    rows[from].get(i).unwrap_or_default()
+                } else {
+                    row.get(i).unwrap_or_default()
+                }
+            })
+            .collect();
+        w.write_record(&fields)?;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    bedside_core::fsio::write_atomic(out, &bytes)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(rows.len())
+}
+
 /// The experiment configuration of one task, with paths relative to the `configs/` folder.
-pub fn config_toml(task: &Task, budget: &Budget) -> String {
+pub fn config_toml(task: &Task, budget: &Budget, labels: Labels) -> String {
+    let suffix = labels.suffix();
     let (init_from, epochs) = match task.starts_from {
         Some(from) => (
-            format!("init_from = \"../bundles/{from}\"\n"),
+            format!("init_from = \"../bundles/{from}{suffix}\"\n"),
             budget.fine_tune_epochs,
         ),
         None => (String::new(), budget.epochs),
     };
     format!(
-        r#"# Written by `bedside demo`: {what}.
-# Rerun with: bedside train --config configs/{name}.toml --run runs/{name}-again
-name = "demo-{name}"
+        r#"# Written by `bedside demo`: {what}{permuted}.
+# Rerun with: bedside train --config configs/{name}{suffix}.toml --run runs/{name}{suffix}-again
+name = "demo-{name}{suffix}"
 intended_use = "Research demonstration on synthetic echocardiograms. Not validated on real patients; not for clinical decisions."
 seed = {seed}
 
 [data]
 manifest = "../curated/metadata.csv"
-labels = "../labels.csv"
+labels = "../{labels_file}"
 join_key = "input_sha256"
 clip_length = 16
 period = 2
@@ -216,6 +295,12 @@ grad_clip_norm = 5.0
 metric = "{select}"
 "#,
         what = task.what,
+        permuted = if labels == Labels::Permuted {
+            ", learnt from permuted labels (data-randomisation check)"
+        } else {
+            ""
+        },
+        labels_file = labels.file(),
         name = task.name,
         seed = budget.seed,
         size = budget.size,
@@ -248,19 +333,24 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// Trains, exports and predicts one task; returns the predictions table of the test split.
-pub fn train_task(dir: &Path, task: &Task, budget: &Budget, ctx: &Ctx) -> anyhow::Result<PathBuf> {
-    let config = dir.join("configs").join(format!("{}.toml", task.name));
-    bedside_core::fsio::write_atomic(&config, config_toml(task, budget).as_bytes())
+/// Trains and exports one task; returns the bundle's folder.
+pub fn train_and_export(
+    dir: &Path,
+    task: &Task,
+    budget: &Budget,
+    labels: Labels,
+    ctx: &Ctx,
+) -> anyhow::Result<PathBuf> {
+    let name = format!("{}{}", task.name, labels.suffix());
+    let config = dir.join("configs").join(format!("{name}.toml"));
+    bedside_core::fsio::write_atomic(&config, config_toml(task, budget, labels).as_bytes())
         .with_context(|| format!("writing {}", config.display()))?;
-    let run = dir.join("runs").join(task.name);
-    let bundle = dir.join("bundles").join(task.name);
-    let predictions = dir.join("predictions").join(format!("{}.csv", task.name));
-    let (c, r, b, p) = (
+    let run = dir.join("runs").join(&name);
+    let bundle = dir.join("bundles").join(&name);
+    let (c, r, b) = (
         config.display().to_string(),
         run.display().to_string(),
         bundle.display().to_string(),
-        predictions.display().to_string(),
     );
     let train = TrainCommand::try_parse_from(strings(&["train", "--config", &c, "--run", &r]))
         .context("building the demo's train arguments")?;
@@ -268,6 +358,17 @@ pub fn train_task(dir: &Path, task: &Task, budget: &Budget, ctx: &Ctx) -> anyhow
     let export = ExportCommand::try_parse_from(strings(&["export", "--run", &r, "--out", &b]))
         .context("building the demo's export arguments")?;
     super::super::export::run(export.args, ctx)?;
+    Ok(bundle)
+}
+
+/// Trains, exports and predicts one task; returns the predictions table of the test split.
+pub fn train_task(dir: &Path, task: &Task, budget: &Budget, ctx: &Ctx) -> anyhow::Result<PathBuf> {
+    let bundle = train_and_export(dir, task, budget, Labels::Recorded, ctx)?;
+    let predictions = dir.join("predictions").join(format!("{}.csv", task.name));
+    let (b, p) = (
+        bundle.display().to_string(),
+        predictions.display().to_string(),
+    );
     let manifest = dir.join("curated").join("metadata.csv");
     let labels = dir.join("labels.csv");
     let (m, l, clips) = (
@@ -359,4 +460,72 @@ pub fn merge_predictions(parts: &[(Task, PathBuf)], out: &Path) -> anyhow::Resul
     bedside_core::fsio::write_atomic(out, &bytes)
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(complete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(path: &Path) -> Vec<Vec<String>> {
+        let mut r = csv::Reader::from_path(path).expect("csv");
+        let mut rows = vec![
+            r.headers()
+                .expect("header")
+                .iter()
+                .map(String::from)
+                .collect(),
+        ];
+        rows.extend(
+            r.records()
+                .map(|x| x.expect("row").iter().map(String::from).collect()),
+        );
+        rows
+    }
+
+    #[test]
+    fn permutation_moves_the_learned_columns_together_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let labels = dir.path().join("labels.csv");
+        let mut text = String::from("input_sha256,study_key,ef_observed,reduced_ef_observed,sex\n");
+        for i in 0..50 {
+            text.push_str(&format!(
+                "h{i},s{i},{},{},{}\n",
+                20 + i,
+                u8::from(i < 20),
+                i % 2
+            ));
+        }
+        std::fs::write(&labels, text).expect("write");
+        let out = dir.path().join("labels-permuted.csv");
+        let n = permuted_label_sheet(&labels, &out, &["ef_observed", "reduced_ef_observed"], 7)
+            .expect("permute");
+        assert_eq!(n, 50);
+        let (before, after) = (read(&labels), read(&out));
+        assert_eq!(before[0], after[0]);
+        let mut moved = 0;
+        for (b, a) in before[1..].iter().zip(&after[1..]) {
+            // The key, the study and the group stay on their row.
+            assert_eq!((&b[0], &b[1], &b[4]), (&a[0], &a[1], &a[4]));
+            moved += usize::from(b[2] != a[2]);
+            // The two labels travel as a pair: reduced EF is still EF < 40 on every row.
+            let ef: u32 = a[2].parse().expect("ef");
+            assert_eq!(a[3], u8::from(ef < 40).to_string());
+        }
+        assert!(
+            moved > 40,
+            "only {moved} of 50 rows got another study's labels"
+        );
+        let sorted = |rows: &[Vec<String>]| {
+            let mut v: Vec<String> = rows[1..].iter().map(|r| r[2].clone()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            sorted(&before),
+            sorted(&after),
+            "a permutation, not a resampling"
+        );
+        let missing = permuted_label_sheet(&labels, &out, &["nope"], 7).expect_err("no column");
+        assert!(missing.to_string().contains("`nope`"));
+    }
 }
