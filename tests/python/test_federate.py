@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -344,7 +345,7 @@ def test_mixed_federation_with_a_stock_flower_node(federation, tmp_path):
     for i in range(4):
         make_site_data(tmp_path / f"site{i}.csv", 50 + 10 * i, seed=10 + i)
     fed.start_stock_node("stock", tmp_path / "site0.csv")
-    fed.site("site1", tmp_path / "site1.csv")
+    fed.site("site1", tmp_path / "site1.csv", egress={"clip_norm": 10.0, "noise_multiplier": 2.0, "delta": 1e-5})
     fed.site("site2", tmp_path / "site2.csv", egress={"clip_norm": 0.05, "fp16": True})
     fed.site("site3", tmp_path / "site3.csv", runs=["some-other-run"])
     for i in (1, 2, 3):
@@ -365,6 +366,22 @@ def test_mixed_federation_with_a_stock_flower_node(federation, tmp_path):
     assert w.dtype == np.float16 and b.dtype == np.float16
     norm = np.sqrt((w.astype(np.float64) ** 2).sum() + float(b[0]) ** 2)
     assert 0.045 < norm <= 0.05 * (1 + 2e-3)
+    # The noising site accounts for its two releases (sensitivity 2 x clip: z = 2.0 / 2) in a
+    # ledger and in each audited reply; the exact epsilon agrees with SciPy's normal CDF.
+    from scipy.optimize import brentq
+    from scipy.stats import norm as normal
+
+    ledger = json.loads((tmp_path / "site1" / "privacy.json").read_text())
+    assert ledger["releases"] == 2
+    mu = math.sqrt(2) / 1.0
+    exact = brentq(lambda e: normal.cdf(-e / mu + mu / 2) - math.exp(e) * normal.cdf(-e / mu - mu / 2) - 1e-5,
+                   0.0, 100.0, xtol=1e-13)
+    assert ledger["spent"]["epsilon_exact"] == pytest.approx(exact, rel=1e-6)
+    assert ledger["spent"]["epsilon_rdp"] >= ledger["spent"]["epsilon_exact"]
+    entries = [json.loads(line) for line in (tmp_path / "site1" / "audit.jsonl").read_text().splitlines()]
+    releases = [e["egress"]["privacy"]["releases"] for e in entries
+                if e["event"] == "reply" and (e.get("egress") or {}).get("privacy")]
+    assert releases == [1, 2], releases
 
 
 def test_25m_parameters_round_trip_intact(federation, tmp_path):

@@ -372,6 +372,34 @@ impl Agent {
         Ok(answered)
     }
 
+    /// Counts one noised release in the site's privacy ledger (`privacy.json`, kept across
+    /// restarts and runs, written before the update leaves) and returns the total spent.
+    fn count_release(&self) -> Result<Option<crate::privacy::PrivacySpent>, FederateError> {
+        let path = self.cfg.folder.join("privacy.json");
+        let ledger_error = |e: String| FederateError::Key(format!("{}: {e}", path.display()));
+        let releases = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["releases"].as_u64())
+                .ok_or_else(|| {
+                    ledger_error("unreadable privacy ledger; refusing to send".into())
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(ledger_error(e.to_string())),
+        };
+        let releases = u32::try_from(releases + 1).unwrap_or(u32::MAX);
+        let delta = if self.cfg.egress.delta > 0.0 {
+            self.cfg.egress.delta
+        } else {
+            1e-5
+        };
+        let spent = crate::privacy::spent(self.cfg.egress.noise_multiplier, releases, delta);
+        let text = json!({"releases": releases, "spent": spent}).to_string();
+        bedside_core::fsio::write_atomic(&path, text.as_bytes())
+            .map_err(|e| ledger_error(e.to_string()))?;
+        Ok(spent)
+    }
+
     fn pull_object(&self, node_id: u64, run_id: u64, id: &str) -> Result<Vec<u8>, FederateError> {
         // The SuperLink may list an object before it is available; retry briefly.
         for _ in 0..200 {
@@ -409,9 +437,13 @@ impl Agent {
             "train" => {
                 let mut out = self.trainer.train(&global, &cfg)?;
                 let rng = &mut self.rng;
-                let report = egress::apply(&self.cfg.egress, &global, &mut out.arrays, &mut || {
-                    rng.normal()
-                });
+                let mut report =
+                    egress::apply(&self.cfg.egress, &global, &mut out.arrays, &mut || {
+                        rng.normal()
+                    });
+                if report.noise_sd > 0.0 {
+                    report.privacy = self.count_release()?;
+                }
                 let ty = if self.cfg.egress.fp16 {
                     FloatType::F16
                 } else {

@@ -121,6 +121,9 @@ impl bedside_core::config::Validate for SiteConfig {
         if self.egress.clip_norm < 0.0 || self.egress.noise_multiplier < 0.0 {
             return err("egress", "clip_norm and noise_multiplier must be ≥ 0");
         }
+        if !(0.0..1.0).contains(&self.egress.delta) {
+            return err("egress.delta", "must be in [0, 1)");
+        }
         if self.egress.noise_multiplier > 0.0 && self.egress.clip_norm == 0.0 {
             return err("egress.noise_multiplier", "noise needs clip_norm > 0");
         }

@@ -2,8 +2,8 @@
 //!
 //! Applied to the update (local − global) across all arrays: L2-norm clipping, then
 //! optional Gaussian noise of standard deviation `noise_multiplier × clip_norm` (the
-//! Gaussian mechanism of DP-FedAvg; the privacy accounting across rounds is not done
-//! here), then optional float16 quantisation of what is sent.
+//! Gaussian mechanism of DP-FedAvg; [`crate::privacy`] accounts for it across rounds), then
+//! optional float16 quantisation of what is sent.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,8 @@ pub struct EgressConfig {
     pub noise_multiplier: f64,
     /// Send float16 instead of float32.
     pub fp16: bool,
+    /// δ of the (ε, δ) guarantee the audit log reports when noise is on (0: 1e-5).
+    pub delta: f64,
 }
 
 /// What the filter did (written to the audit log).
@@ -32,6 +34,8 @@ pub struct EgressReport {
     pub noise_sd: f64,
     /// Element type sent.
     pub dtype: &'static str,
+    /// Privacy spent by the site so far, this update included (with noise only).
+    pub privacy: Option<crate::privacy::PrivacySpent>,
 }
 
 /// Filters `local` against `global` in place.
@@ -79,6 +83,7 @@ pub fn apply(
         clipped_norm: norm * scale,
         noise_sd,
         dtype: if config.fp16 { "float16" } else { "float32" },
+        privacy: None,
     }
 }
 
@@ -108,7 +113,7 @@ mod tests {
         let cfg = EgressConfig {
             clip_norm: 2.0,
             noise_multiplier: 0.5,
-            fp16: false,
+            ..Default::default()
         };
         let mut rng = bedside_core::rng::Rng::seed_from(7);
         let r = apply(&cfg, &global, &mut local, &mut || rng.normal());
