@@ -119,6 +119,20 @@ def orthanc(tmp_path_factory):
     proc.wait(timeout=20)
 
 
+def fetch_from_orthanc(root, sop_instance_uid, folder):
+    """Finds exactly one instance with this SOP Instance UID in Orthanc and saves its file."""
+    req = urllib.request.Request(
+        root + "/tools/find", method="POST",
+        data=json.dumps({"Level": "Instance", "Query": {"SOPInstanceUID": sop_instance_uid}}).encode())
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        found = json.loads(resp.read())
+    assert len(found) == 1, f"{sop_instance_uid} not in Orthanc"
+    path = folder / f"{sop_instance_uid}.dcm"
+    with urllib.request.urlopen(f"{root}/instances/{found[0]}/file", timeout=10) as resp:
+        path.write_bytes(resp.read())
+    return path
+
+
 def start_service(bedside, bundle, tmp, dicom_port, destination=None, explain=False):
     http = free_port()
     text = (
@@ -222,15 +236,7 @@ def test_cstore_to_sr_in_orthanc_and_stow_gives_the_same(bedside, bundle, studie
             assert 0 < outputs["uncertainty"]["mean"] <= 1
             # The SR is in Orthanc, retrievable, valid and about this instance.
             report = r["report_sop_instance_uid"]
-            req = urllib.request.Request(
-                orthanc["root"] + "/tools/find", method="POST",
-                data=json.dumps({"Level": "Instance", "Query": {"SOPInstanceUID": report}}).encode())
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                found = json.loads(resp.read())
-            assert len(found) == 1, f"report {report} not in Orthanc"
-            with urllib.request.urlopen(f"{orthanc['root']}/instances/{found[0]}/file", timeout=10) as resp:
-                path = tmp_path / f"{report}.dcm"
-                path.write_bytes(resp.read())
+            path = fetch_from_orthanc(orthanc["root"], report, tmp_path)
             assert dciodvfy_errors(path) == [], path
             sr = pydicom.dcmread(path)
             assert sr.Modality == "SR" and sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"
@@ -248,15 +254,7 @@ def test_cstore_to_sr_in_orthanc_and_stow_gives_the_same(bedside, bundle, studie
                 assert sc_uid is None, r
                 continue
             explained += 1
-            req = urllib.request.Request(
-                orthanc["root"] + "/tools/find", method="POST",
-                data=json.dumps({"Level": "Instance", "Query": {"SOPInstanceUID": sc_uid}}).encode())
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                found = json.loads(resp.read())
-            assert len(found) == 1, f"explanation {sc_uid} not in Orthanc"
-            with urllib.request.urlopen(f"{orthanc['root']}/instances/{found[0]}/file", timeout=10) as resp:
-                path = tmp_path / f"{sc_uid}.dcm"
-                path.write_bytes(resp.read())
+            path = fetch_from_orthanc(orthanc["root"], sc_uid, tmp_path)
             assert dciodvfy_errors(path) == [], path
             sc = pydicom.dcmread(path)
             src = pydicom.dcmread(next(f for f in studies

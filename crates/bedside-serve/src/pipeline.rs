@@ -500,13 +500,8 @@ fn clip_plan(bundle: &Bundle, video: &VideoArray, worker: &Worker) -> Result<Cli
     })
 }
 
-/// The clip starting at `start` as the model takes it, before normalisation (grey repeated
-/// to the model's channels) and after.
-fn model_clip(
-    bundle: &Bundle,
-    plan: &ClipPlan,
-    start: usize,
-) -> Result<(VideoArray, VideoArray), String> {
+/// The clip starting at `start` before normalisation, grey repeated to the model's channels.
+fn raw_clip(plan: &ClipPlan, start: usize) -> VideoArray {
     let mut clip = plan.sampler.extract(&plan.resized, start);
     if clip.channels == 1 {
         let mut data = Vec::with_capacity(clip.data.len() * MODEL_CHANNELS);
@@ -516,15 +511,18 @@ fn model_clip(
         clip.data = data;
         clip.channels = MODEL_CHANNELS;
     }
-    let mut normalised = clip.clone();
+    clip
+}
+
+/// Applies the bundle's normalisation to a raw clip, in place.
+fn normalise(bundle: &Bundle, clip: &mut VideoArray) -> Result<(), String> {
     bundle
         .manifest
         .model
         .input
         .normalization
-        .apply(&mut normalised)
-        .map_err(|e| e.to_string())?;
-    Ok((clip, normalised))
+        .apply(clip)
+        .map_err(|e| e.to_string())
 }
 
 /// The middle one of the clips [`infer`] runs, before and after normalisation: the clip the
@@ -539,7 +537,10 @@ pub fn middle_clip(
         .starts
         .get(plan.starts.len() / 2)
         .ok_or("the video is shorter than one clip")?;
-    model_clip(bundle, &plan, start)
+    let raw = raw_clip(&plan, start);
+    let mut input = raw.clone();
+    normalise(bundle, &mut input)?;
+    Ok((raw, input))
 }
 
 /// Runs the bundle on every clip (at most `worker.max_clips`, evenly spaced) and returns the
@@ -560,7 +561,9 @@ pub fn infer(
     for batch in plan.starts.chunks(worker.batch_size.max(1)) {
         let mut clips = Vec::with_capacity(batch.len());
         for &s in batch {
-            clips.push(model_clip(bundle, &plan, s)?.1);
+            let mut clip = raw_clip(&plan, s);
+            normalise(bundle, &mut clip)?;
+            clips.push(clip);
         }
         let x = clips_to_tensor(&clips, device).map_err(|e| e.to_string())?;
         let raw = bundle

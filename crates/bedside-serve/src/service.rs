@@ -319,6 +319,16 @@ fn deliver(
     }
 }
 
+/// Encodes an object the service made (report or explanation) and keeps it in the store.
+fn keep_result(store: &Store, obj: dicom_object::InMemDicomObject) -> Result<Intake, String> {
+    let bytes = bedside_dicom::write::encode_file(obj, bedside_dicom::ts::EXPLICIT_VR_LE)
+        .map_err(|e| e.to_string())?;
+    let parsed = bedside_dicom::read::read_bytes(&bytes).map_err(|e| e.to_string())?;
+    store
+        .put(&bytes, &parsed, Source::Report)
+        .map_err(|e| e.to_string())
+}
+
 /// Processes one queued instance and returns the report UID (None when no report was made).
 fn process(
     config: &ServeConfig,
@@ -467,30 +477,13 @@ fn process(
     outcome.report_sop_instance_uid = Some(report_uid.clone());
     let sr = report::build(&outcome, &obj, received_at)
         .map_err(|e| e.to_string())
-        .and_then(|sr| {
-            bedside_dicom::write::encode_file(sr, bedside_dicom::ts::EXPLICIT_VR_LE)
-                .map_err(|e| e.to_string())
-        })
-        .and_then(|bytes| {
-            let parsed = bedside_dicom::read::read_bytes(&bytes).map_err(|e| e.to_string())?;
-            store
-                .put(&bytes, &parsed, Source::Report)
-                .map_err(|e| e.to_string())
-        });
+        .and_then(|sr| keep_result(store, sr));
     match sr {
         Ok(Intake::Stored(_) | Intake::AlreadyStored(_)) => {}
         Err(e) => return fail(&format!("report: {e}")),
     }
     if let Some(sc) = explained {
-        let stored = bedside_dicom::write::encode_file(sc, bedside_dicom::ts::EXPLICIT_VR_LE)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                let parsed = bedside_dicom::read::read_bytes(&bytes).map_err(|e| e.to_string())?;
-                store
-                    .put(&bytes, &parsed, Source::Report)
-                    .map_err(|e| e.to_string())
-            });
-        match stored {
+        match keep_result(store, sc) {
             Ok(_) => {
                 metrics::global().explained("made");
                 outcome.explanation_sop_instance_uid =
