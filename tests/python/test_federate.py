@@ -88,6 +88,78 @@ def make_tls(folder: pathlib.Path) -> dict[str, pathlib.Path]:
     return {"ca": ca, "cert": cert, "key": key}
 
 
+def make_client_cert(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A client certificate signed by the test CA of `make_tls` (same folder)."""
+    openssl = shutil.which("openssl")
+    key, csr, cert = folder / "client.key", folder / "client.csr", folder / "client.pem"
+    run = lambda *a: subprocess.run([openssl, *a], check=True, capture_output=True)  # noqa: E731
+    run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key))
+    run("req", "-new", "-key", str(key), "-subj", "/CN=bedside site", "-out", str(csr))
+    ext = folder / "client.ext"
+    ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(folder / "ca.pem"), "-CAkey", str(folder / "ca.key"),
+        "-CAcreateserial", "-days", "2", "-sha256", "-extfile", str(ext), "-out", str(cert))
+    return cert, key
+
+
+class MtlsProxy:
+    """TLS terminator in front of a plain SuperLink that requires a client certificate from the
+    test CA (the deployment the agent's `client_cert` is for); counts refused handshakes."""
+
+    def __init__(self, target_port: int, tls: dict[str, pathlib.Path]):
+        import threading
+
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls["ca"]))
+        self.ctx.load_cert_chain(str(tls["cert"]), str(tls["key"]))
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.target = target_port
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.refused = 0
+        self.accepted = 0
+        self.closed = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                conn.settimeout(10)
+                tls = self.ctx.wrap_socket(conn, server_side=True)
+                tls.settimeout(None)
+            except (ssl.SSLError, OSError):
+                self.refused += 1
+                conn.close()
+                continue
+            self.accepted += 1
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((tls, upstream), (upstream, tls)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+
 def make_node_key(folder: pathlib.Path) -> pathlib.Path:
     """A P-256 PKCS#8 key made by openssl where the agent looks for it; returns the public PEM."""
     openssl = shutil.which("openssl")
@@ -161,21 +233,25 @@ class Federation:
         return r.stdout
 
     def site(self, name: str, data: pathlib.Path, *, register: bool = False, runs=("logistic-demo",),
-             egress: dict | None = None, **node) -> pathlib.Path:
+             egress: dict | None = None, link: str | None = None, stats: dict | None = None,
+             **node) -> pathlib.Path:
         folder = self.tmp / name
         folder.mkdir(exist_ok=True)
         if register:
             pub = make_node_key(folder)
             self.flwr("supernode", "register", str(pub), "local")
-        link = f'address = "{self.address}"\n'
-        link += f'ca = "{self.tls["ca"]}"\n' if self.tls else "insecure = true\n"
+        if link is None:
+            link = f'address = "{self.address}"\n'
+            link += f'ca = "{self.tls["ca"]}"\n' if self.tls else "insecure = true\n"
         node_cfg = {"self_register": not self.auth, "heartbeat_interval_s": 10, "poll_interval_ms": 200,
                     "exit_after_runs": 1} | node
         node_txt = "".join(f"{k} = {json.dumps(v)}\n" for k, v in node_cfg.items())
         egress_txt = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (egress or {}).items())
+        stats_txt = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (stats or {}).items())
         (folder / "site.toml").write_text(
             f'site = "{name}"\n[superlink]\n{link}[node]\n{node_txt}'
             f"[allow]\nruns = {json.dumps(list(runs))}\n[egress]\n{egress_txt}"
+            f"[stats]\n{stats_txt}"
             f'[trainer]\nkind = "linear"\ndata = "{data}"\n'
         )
         return folder
@@ -420,3 +496,106 @@ def test_killed_agent_fails_the_round_and_training_continues(federation, tmp_pat
     assert failed and all(rounds[i - 1]["replies"] == 2 for i in failed), rounds
     assert rounds[0]["replies"] == 3 and rounds[-1]["replies"] == 3, rounds
     assert set(rounds[0]["nodes"]) == set(rounds[-1]["nodes"])
+
+
+def test_mtls_proxy_admits_only_agents_with_a_client_certificate(federation, tmp_path):
+    """An mTLS proxy in front of the SuperLink: the agent with the CA's client certificate
+    trains; one without is refused at the TLS handshake and never reaches the SuperLink."""
+    fed = federation()
+    tls = make_tls(tmp_path)
+    cert, key = make_client_cert(tmp_path)
+    proxy = MtlsProxy(fed.port, tls)
+    try:
+        make_site_data(tmp_path / "site.csv", 30, seed=5)
+        base = f'address = "127.0.0.1:{proxy.port}"\nca = "{tls["ca"]}"\n'
+        fed.site("with-cert", tmp_path / "site.csv",
+                 link=base + f'client_cert = "{cert}"\nclient_key = "{key}"\n')
+        fed.site("without-cert", tmp_path / "site.csv", link=base)
+        fed.start_agent("with-cert")
+        without = fed.start_agent("without-cert")
+        out = fed.run(**{"min-nodes": 1, "num-server-rounds": 1})
+        summary = fed.wait(out, done, timeout=120)
+        assert [(r["replies"], r["failures"]) for r in train_rounds(summary)] == [(1, 0)]
+        assert fed.agents["with-cert"].wait(timeout=60) == 0
+        assert proxy.accepted >= 1 and proxy.refused >= 1
+        # The refused agent says why, and never joined.
+        deadline = time.time() + 30
+        while without.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+        log = (tmp_path / "without-cert" / "agent.log").read_text()
+        assert "activate" in log or "register" in log, log[-2000:]
+        assert not (tmp_path / "without-cert" / "egress").exists()
+    finally:
+        proxy.close()
+
+
+def test_statistics_query_reports_each_site_and_withholds_small_ones(federation, tmp_path):
+    fed = federation()
+    rows = {"site0": 40, "site1": 70, "site2": 8}
+    for i, (name, n) in enumerate(rows.items()):
+        make_site_data(tmp_path / f"{name}.csv", n, seed=30 + i)
+        fed.site(name, tmp_path / f"{name}.csv", stats={"min_count": 10})
+        fed.start_agent(name)
+    out = fed.run(**{"min-nodes": 3, "num-server-rounds": 1, "stats": True, "norm-from-stats": False})
+    fed.wait(out, done, timeout=180)
+    answers = json.loads((out / "stats.json").read_text())
+    assert len(answers) == 3
+    errors = [a for a in answers.values() if "error" in a]
+    assert len(errors) == 1 and "fewer than 10" in errors[0]["error"]
+    by_count = {int(a["num-examples"]): a for a in answers.values() if "error" not in a}
+    assert sorted(by_count) == [40, 70]
+    for name, n in rows.items():
+        if n < 10:
+            continue
+        d = np.loadtxt(tmp_path / f"{name}.csv", delimiter=",", skiprows=1, ndmin=2)
+        a = by_count[n]
+        assert a["prevalence.label=1"] == pytest.approx(d[:, -1].mean(), abs=1e-12)
+        for j in range(4):
+            assert a[f"feature{j}.mean"] == pytest.approx(d[:, j].mean(), abs=1e-5)
+            assert a[f"feature{j}.sd"] == pytest.approx(d[:, j].std(), abs=1e-5)
+    html = (out / "stats.html").read_text()
+    assert "prevalence.label=1" in html and "fewer than 10" in html
+
+
+def test_simulate_federates_the_video_model_on_phantom_sites(tmp_path):
+    """`bedside federate simulate` end to end at a tiny size: two phantom sites, two rounds of
+    the video model, statistics, and a NumPy FedAvg check of every array of round 1."""
+    run = subprocess.run(
+        [str(bedside_binary()), "federate", "simulate", "--dir", str(tmp_path / "fed"), "--sites", "2",
+         "--patients", "30", "--rounds", "2", "--size", "16", "--compare", "--flower-bin", str(VENV_BIN),
+         "--timeout-s", "900"],
+        capture_output=True, text=True, timeout=1500)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    fed = tmp_path / "fed"
+    summary = json.loads((fed / "federation" / "summary.json").read_text())
+    rounds = train_rounds(summary)
+    assert [(r["replies"], r["failures"]) for r in rounds] == [(2, 0), (2, 0)]
+    assert len(summary["evaluations"]) == 2
+    # Round 1: both sites started from the same seeded weights; Flower's aggregate is the
+    # examples-weighted mean of what each site sent, array by array.
+    sent = []
+    for site in sorted((fed / "sites").iterdir()):
+        (copy,) = site.glob("egress/*/round-1-train")
+        n = json.loads((copy / "metrics.json").read_text())["num-examples"]
+        sent.append(({p.name[len("arrays."):-4]: np.load(p) for p in copy.glob("arrays.*.npy")}, n))
+    names = set(sent[0][0])
+    assert names == set(sent[1][0]) and len(names) > 20
+    assert any("running_mean" in k for k in names)
+    total = sum(n for _, n in sent)
+    for name in names:
+        avg = sum(a[name].astype(np.float64) * n for a, n in sent) / total
+        np.testing.assert_allclose(np.load(fed / "federation" / "round-1" / f"{name}.npy"), avg,
+                                   rtol=1e-5, atol=1e-6)
+    # Statistics from both sites, and the pooled normalisation that was sent.
+    answers = json.loads((fed / "federation" / "stats.json").read_text())
+    assert len(answers) == 2
+    assert all(a["intensity.n"] > 0 and len(a["frame_rate.counts"]) == 8 for a in answers.values())
+    norm = json.loads((fed / "federation" / "normalization.json").read_text())
+    n = [a["intensity.n"] for a in answers.values()]
+    m = [a["intensity.mean"] for a in answers.values()]
+    assert norm["mean"] == pytest.approx(sum(a * b for a, b in zip(n, m)) / sum(n), rel=1e-9)
+    # The comparison covers every model on every test set.
+    table = (fed / "comparison.csv").read_text().splitlines()
+    assert table[0] == "model,test_set,studies,auroc"
+    assert len(table) == 1 + 4 * 3
+    assert "Federated vs pooled" in (fed / "comparison.md").read_text()

@@ -14,7 +14,7 @@
 //! | `GET …/annotations/{id}/mask` (zlib-free bytes, row-major)   | member who sees it           |
 //! | `GET …/studies/{S}/ws` (WebSocket, [`crate::collab`])         | member                       |
 //! | `GET /api/projects/{P}/audit`                                | admin                        |
-//! | `GET /api/projects/{P}/export?format=json|csv`               | admin, reviewer              |
+//! | `GET /api/projects/{P}/export?format=json|csv|sr|seg|masks[&study=S]` ([`crate::export`]) | admin, reviewer |
 //!
 //! Unauthenticated requests get 401, requests the caller's role does not allow 403, a stale
 //! version 409 with the current state.
@@ -59,14 +59,25 @@ impl Default for AuthConfig {
 }
 
 /// What the handlers share.
-#[derive(Debug)]
 pub struct AppState {
     /// Accounts, projects and annotations.
     pub db: Arc<AnnotateDb>,
+    /// The stored DICOM (read by the SR and SEG exports).
+    pub store: Arc<dyn bedside_dicomweb::StudyStore>,
     /// WebSocket rooms.
     pub hub: Hub,
     /// Session settings.
     pub auth: AuthConfig,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("db", &self.db)
+            .field("hub", &self.hub)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
 }
 
 type Who = Option<Extension<Principal>>;
@@ -603,37 +614,101 @@ async fn audit(State(st): State<Arc<AppState>>, w: Who, Path(pid): Path<i64>) ->
 struct ExportQuery {
     #[serde(default)]
     format: Option<String>,
+    #[serde(default)]
+    study: Option<String>,
 }
 
 async fn export(
     State(st): State<Arc<AppState>>,
     w: Who,
     Path(pid): Path<i64>,
+    headers: HeaderMap,
     q: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Res {
+    use crate::export::{Format, Packing};
+    use crate::export_dicom::ExportError;
     let p = who(w)?;
     let (proj, role) = access(&st, &p, pid).await?;
     require(role, &[Role::Admin, Role::Reviewer])?;
-    let format = q
-        .ok()
-        .and_then(|Query(q)| q.format)
-        .unwrap_or_else(|| "json".into());
-    let db = st.db.clone();
-    let list = blocking(move || db.project_annotations(pid)).await?;
-    match format.as_str() {
-        "json" => ok(crate::export::to_json(&proj, &list)),
-        "csv" => {
-            let text = crate::export::to_csv(&proj, &list)
-                .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "export failed"))?;
-            let mut r = text.into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8"),
-            );
-            Ok(r)
+    let q = q.map(|Query(q)| q).unwrap_or(ExportQuery {
+        format: None,
+        study: None,
+    });
+    let name = q.format.unwrap_or_else(|| "json".into());
+    let format = Format::parse(&name).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("format is {}", Format::NAMES),
+        )
+    })?;
+    // SR and SEG as multipart/related when the client asks for it (and not also for a zip).
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let packing = if accept.contains("multipart/related") && !accept.contains("application/zip") {
+        if !matches!(format, Format::Sr | Format::Seg) {
+            return Err(error(
+                StatusCode::NOT_ACCEPTABLE,
+                "only the sr and seg exports come as multipart/related",
+            ));
         }
-        _ => Err(error(StatusCode::BAD_REQUEST, "format is json or csv")),
+        Packing::Multipart
+    } else {
+        Packing::Zip
+    };
+    let (db, store) = (st.db.clone(), st.store.clone());
+    let project_id = proj.id;
+    let rendered = tokio::task::spawn_blocking(move || {
+        crate::export::render(
+            &db,
+            store.as_ref(),
+            &p,
+            role,
+            &proj,
+            format,
+            q.study.as_deref(),
+            packing,
+        )
+    })
+    .await
+    .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "export failed"))?
+    .map_err(|e| match e {
+        ExportError::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+        ExportError::Db(e) => db_error(e),
+        e @ ExportError::Source { .. } => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        e => {
+            tracing::error!(error = %e, "export failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "export failed")
+        }
+    })?;
+    let mut r = rendered.body.into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&rendered.content_type) {
+        h.insert(header::CONTENT_TYPE, v);
     }
+    if format != Format::Json && format != Format::Csv {
+        let file = format!("attachment; filename=\"{project_id}-{name}.zip\"");
+        if packing == Packing::Zip
+            && let Ok(v) = HeaderValue::from_str(&file)
+        {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    for why in rendered.skipped.iter().take(20) {
+        let text: String = why
+            .chars()
+            .map(|c| match c {
+                '"' | '\\' => '\'',
+                c if c.is_ascii_graphic() || c == ' ' => c,
+                _ => '?',
+            })
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&format!("299 bedside \"{text}\"")) {
+            h.append(header::WARNING, v);
+        }
+    }
+    Ok(r)
 }
 
 async fn api_not_found() -> Response {

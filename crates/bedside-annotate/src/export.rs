@@ -1,9 +1,202 @@
-//! Exports of a project's annotations: JSON (one object per annotation) and CSV (one row per
-//! label or measured quantity, with units and frame numbers).
+//! Exports of a project's annotations: JSON (one object per annotation), CSV (one row per
+//! label or measured quantity, with units and frame numbers), and through [`render`] the
+//! DICOM and array exports of [`crate::export_dicom`]: SR (TID 1500), SEG and masks.
+//!
+//! | format  | response                                                                 |
+//! |---------|--------------------------------------------------------------------------|
+//! | `json`  | `application/json`                                                       |
+//! | `csv`   | `text/csv; charset=utf-8`                                                |
+//! | `sr`    | `application/zip`: `manifest.json`, `sr/{study}/{reader}.dcm`            |
+//! | `seg`   | `application/zip`: `manifest.json`, `seg/{study}/{series}/{sop}/{reader}.dcm` |
+//! | `masks` | `application/zip`: `manifest.json`, `masks/{study}/{series}/{sop}/{name}/{reader}/mask.npy` and `frame-NNNN.png` |
+//!
+//! SR and SEG come as `multipart/related; type="application/dicom"` instead (one part per
+//! object, ready for a STOW-RS request) when that is what the client accepts.
 
+use bedside_dicomweb::StudyStore;
 use serde_json::{Value, json};
 
-use crate::db::{Annotation, Project};
+use crate::db::{AnnotateDb, Annotation, Principal, Project};
+use crate::export_dicom::{ExportError, Sources};
+use crate::model::Role;
+
+/// What an export produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON document.
+    Json,
+    /// CSV table.
+    Csv,
+    /// DICOM SR (TID 1500), one per study and reader.
+    Sr,
+    /// DICOM SEG, one per instance and reader.
+    Seg,
+    /// Masks as NumPy arrays and PNG images.
+    Masks,
+}
+
+impl Format {
+    /// The accepted names, for messages.
+    pub const NAMES: &'static str = "json, csv, sr, seg or masks";
+
+    /// Parses a format name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "json" => Some(Self::Json),
+            "csv" => Some(Self::Csv),
+            "sr" => Some(Self::Sr),
+            "seg" => Some(Self::Seg),
+            "masks" => Some(Self::Masks),
+            _ => None,
+        }
+    }
+}
+
+/// How several DICOM objects travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Packing {
+    /// A zip archive with a manifest.
+    #[default]
+    Zip,
+    /// `multipart/related; type="application/dicom"` (SR and SEG only).
+    Multipart,
+}
+
+/// An export ready to send or write.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// Media type of `body`.
+    pub content_type: String,
+    /// The bytes.
+    pub body: Vec<u8>,
+    /// Files in the body (DICOM objects, arrays and images; 1 for JSON and CSV).
+    pub files: usize,
+    /// What was left out, and why.
+    pub skipped: Vec<String>,
+}
+
+/// Renders the export of `project` (only `study` when given) as `format`. Masks are read as
+/// `who` with `role` sees them (admins and reviewers see every annotation).
+#[allow(clippy::too_many_arguments)]
+pub fn render(
+    db: &AnnotateDb,
+    store: &dyn StudyStore,
+    who: &Principal,
+    role: Role,
+    project: &Project,
+    format: Format,
+    study: Option<&str>,
+    packing: Packing,
+) -> Result<Rendered, ExportError> {
+    let mut list = db.project_annotations(project.id)?;
+    if let Some(s) = study {
+        list.retain(|a| a.study_instance_uid == s);
+    }
+    if packing == Packing::Multipart && !matches!(format, Format::Sr | Format::Seg) {
+        return Err(ExportError::Invalid(
+            "only the sr and seg exports come as multipart/related".into(),
+        ));
+    }
+    let mut sources = Sources::new(store);
+    let mut mask_of = |a: &Annotation| -> Result<Vec<u8>, ExportError> {
+        let (_, z) = db.annotation_mask(who, role, project, &a.id)?;
+        crate::model::inflate(&z).map_err(|e| ExportError::Source {
+            sop: a.location.sop_instance_uid.clone().unwrap_or_default(),
+            why: format!("stored mask of {} is unreadable: {e}", a.id),
+        })
+    };
+    let (files, skipped) = match format {
+        Format::Json => {
+            let body = serde_json::to_vec_pretty(&to_json(project, &list))
+                .map_err(|e| ExportError::Pack(e.to_string()))?;
+            return Ok(Rendered {
+                content_type: "application/json".into(),
+                body,
+                files: 1,
+                skipped: Vec::new(),
+            });
+        }
+        Format::Csv => {
+            let body = to_csv(project, &list)
+                .map_err(|e| ExportError::Pack(e.to_string()))?
+                .into_bytes();
+            return Ok(Rendered {
+                content_type: "text/csv; charset=utf-8".into(),
+                body,
+                files: 1,
+                skipped: Vec::new(),
+            });
+        }
+        Format::Sr => (
+            crate::export_dicom::sr_files(project, &list, &mut sources)?,
+            Vec::new(),
+        ),
+        Format::Seg => crate::export_dicom::seg_files(project, &list, &mut sources, &mut mask_of)?,
+        Format::Masks => (
+            crate::export_dicom::mask_files(&list, &mut sources, &mut mask_of)?,
+            Vec::new(),
+        ),
+    };
+    match packing {
+        Packing::Zip => Ok(Rendered {
+            content_type: "application/zip".into(),
+            body: crate::export_dicom::zip(&files, &skipped)?,
+            files: files.len(),
+            skipped,
+        }),
+        Packing::Multipart => {
+            let mut w = bedside_dicomweb::multipart::MultipartWriter::new();
+            for f in &files {
+                w.part("application/dicom", None, &f.bytes);
+            }
+            let (boundary, body) = w.finish();
+            Ok(Rendered {
+                content_type: format!(
+                    "multipart/related; type=\"application/dicom\"; boundary={boundary}"
+                ),
+                body: body.to_vec(),
+                files: files.len(),
+                skipped,
+            })
+        }
+    }
+}
+
+/// Renders an export straight from a data folder (the `bedside annotate export` command):
+/// `project` is a project's id or name; every annotation is exported, as to an admin.
+pub fn render_from_folder(
+    data: &std::path::Path,
+    project: &str,
+    format: Format,
+    study: Option<&str>,
+) -> Result<Rendered, ExportError> {
+    let store = crate::store::DiskStore::open(data)?;
+    let db = AnnotateDb::open(data)?;
+    let who = Principal {
+        user_id: 0,
+        username: String::new(),
+        superuser: true,
+        csrf: String::new(),
+    };
+    let found = db
+        .projects(&who)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .find(|p| p.name == project || p.id.to_string() == project)
+        .ok_or_else(|| {
+            ExportError::Invalid(format!("no project {project:?} in {}", data.display()))
+        })?;
+    render(
+        &db,
+        &store,
+        &who,
+        Role::Admin,
+        &found,
+        format,
+        study,
+        Packing::Zip,
+    )
+}
 
 /// Milliseconds since the epoch as `YYYY-MM-DDThh:mm:ss.sssZ`.
 pub fn iso8601(ms: i64) -> String {

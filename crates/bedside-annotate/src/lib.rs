@@ -9,9 +9,11 @@
 //!   annotations with versions and an audit trail, in the same database.
 //! - [`auth`]: session cookies, CSRF, and the role checks in front of DICOMweb.
 //! - [`api`]: the REST API; [`collab`]: the WebSocket for real-time collaboration;
-//!   [`units`]: physical units of measurements; [`export`]: JSON and CSV exports.
+//!   [`units`]: physical units of measurements; [`export`]: JSON and CSV exports, and
+//!   [`export_dicom`]: DICOM SR (TID 1500), SEG, and masks as arrays and PNG.
 //! - [`server::serve`]: the HTTP server, DICOMweb under `/dicomweb` (point a viewer's
-//!   `wadoRoot`/`qidoRoot` there), the API under `/api`.
+//!   `wadoRoot`/`qidoRoot` there), the API under `/api`, the browser interface ([`web`])
+//!   at `/`.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -32,8 +34,10 @@ pub mod auth;
 pub mod collab;
 pub mod db;
 pub mod export;
+pub mod export_dicom;
 pub mod import;
 pub mod model;
 pub mod server;
 pub mod store;
 pub mod units;
+pub mod web;

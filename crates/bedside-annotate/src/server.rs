@@ -1,7 +1,7 @@
 //! The HTTP server: the annotation API under `/api` (with its WebSocket), DICOMweb under
-//! `/dicomweb`, a health check, graceful shutdown. One layer resolves sessions for the whole
-//! application ([`crate::auth::authenticate`]); DICOMweb sits behind
-//! [`crate::auth::dicomweb_guard`].
+//! `/dicomweb`, the browser interface at `/` ([`crate::web`]), a health check, graceful
+//! shutdown. One layer resolves sessions for the whole application
+//! ([`crate::auth::authenticate`]); DICOMweb sits behind [`crate::auth::dicomweb_guard`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,7 +56,8 @@ pub enum ServeError {
 }
 
 /// The whole application: the API under `/api`, DICOMweb under [`DICOMWEB_PREFIX`] (both
-/// needing a session) and `GET /healthz`.
+/// needing a session), `GET /healthz` and the embedded browser interface for every other
+/// path.
 pub fn app(
     store: Arc<dyn StudyStore>,
     db: Arc<AnnotateDb>,
@@ -68,6 +69,7 @@ pub fn app(
     }
     let state = Arc::new(AppState {
         db,
+        store: store.clone(),
         hub: Default::default(),
         auth,
     });
@@ -78,6 +80,7 @@ pub fn app(
         .nest(DICOMWEB_PREFIX, dicomweb)
         .nest("/api", crate::api::router(state.clone()))
         .route("/healthz", get(|| async { "ok" }))
+        .fallback(crate::web::serve)
         .layer(axum::middleware::from_fn_with_state(
             state,
             crate::auth::authenticate,

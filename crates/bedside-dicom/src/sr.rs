@@ -2,7 +2,8 @@
 //! (PS3.3 A.35.3) with the SR Document General and SR Document Content modules.
 //!
 //! The tree is built from [`ContentItem`]s (CONTAINER, CODE, NUM with UCUM units, TEXT,
-//! UIDREF, IMAGE); [`SrDocument::to_object`] turns it into a data set with the patient and study
+//! UIDREF, PNAME, IMAGE with frame numbers, SCOORD with its graph type and data);
+//! [`SrDocument::to_object`] turns it into a data set with the patient and study
 //! attributes copied from the source instances, a new series, and the evidence sequence listing
 //! every referenced instance. Templates such as TID 1500 are trees of these items, so the
 //! annotation exports and the inference service share this writer.
@@ -40,6 +41,18 @@ pub enum SrError {
     /// A numeric value is not finite.
     #[error("numeric value of `{0}` is not finite")]
     NotFinite(String),
+    /// An item that needs a concept name has none.
+    #[error("a {0} content item needs a concept name")]
+    MissingConcept(&'static str),
+    /// A SCOORD has the wrong number of points for its graph type, or a point that is not
+    /// finite.
+    #[error("a {graph} SCOORD cannot have these {points} points")]
+    BadCoordinates {
+        /// The graph type.
+        graph: &'static str,
+        /// Number of points given.
+        points: usize,
+    },
 }
 
 /// A coded concept (code value, coding scheme designator, code meaning).
@@ -66,6 +79,18 @@ impl Code {
     /// A UCUM unit (the meaning defaults to the code itself).
     pub fn ucum(unit: &str, meaning: &str) -> Self {
         Self::new(unit, "UCUM", meaning)
+    }
+
+    /// No concept name: the item is written without a Concept Name Code Sequence, which
+    /// PS3.3 C.17.3 allows for SCOORD and IMAGE items (and nothing else; [`SrDocument`]
+    /// refuses it elsewhere).
+    pub fn none() -> Self {
+        Self::new("", "", "")
+    }
+
+    /// Whether this is [`Code::none`].
+    pub fn is_none(&self) -> bool {
+        self.value.is_empty() && self.scheme.is_empty()
     }
 
     fn item(&self) -> InMemDicomObject {
@@ -142,6 +167,17 @@ pub enum Value {
     Text(String),
     /// A UIDREF.
     UidRef(String),
+    /// A PNAME (a person's name in DICOM PN form, e.g. `DOE^JANE` or a login name).
+    PName(String),
+    /// A SCOORD: image-relative spatial coordinates (column, row pairs, (0, 0) being the
+    /// top left corner of the top left pixel). The image it applies to is an IMAGE child
+    /// by SELECTED FROM.
+    Scoord {
+        /// How the points are joined.
+        graph_type: GraphType,
+        /// Column, row pairs.
+        points: Vec<[f64; 2]>,
+    },
     /// An IMAGE reference, optionally to some frames (1-based).
     Image {
         /// The image.
@@ -149,6 +185,44 @@ pub enum Value {
         /// Referenced frame numbers (empty: the whole image).
         frames: Vec<u32>,
     },
+}
+
+/// Graphic Type (0070,0023) of a SCOORD (PS3.3 C.18.6.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphType {
+    /// One point.
+    Point,
+    /// Several unconnected points.
+    Multipoint,
+    /// Connected segments; a closed polygon repeats its first point at the end.
+    Polyline,
+    /// A circle: centre, then a point on the circle.
+    Circle,
+    /// An ellipse: the end points of the major axis, then of the minor axis.
+    Ellipse,
+}
+
+impl GraphType {
+    /// The Graphic Type code string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Point => "POINT",
+            Self::Multipoint => "MULTIPOINT",
+            Self::Polyline => "POLYLINE",
+            Self::Circle => "CIRCLE",
+            Self::Ellipse => "ELLIPSE",
+        }
+    }
+
+    fn points_ok(self, n: usize) -> bool {
+        match self {
+            Self::Point => n == 1,
+            Self::Multipoint => n >= 1,
+            Self::Polyline => n >= 2,
+            Self::Circle => n == 2,
+            Self::Ellipse => n == 4,
+        }
+    }
 }
 
 /// One node of the content tree.
@@ -202,6 +276,38 @@ impl ContentItem {
         Self::leaf(concept, Value::UidRef(uid.into()))
     }
 
+    /// A PNAME item (for example Person Observer Name).
+    pub fn pname(concept: Code, name: &str) -> Self {
+        Self::leaf(concept, Value::PName(name.into()))
+    }
+
+    /// A SCOORD item without a concept name (as in TID 320, the spatial coordinates a
+    /// measurement is INFERRED FROM); give it its image with [`ContentItem::selected_from`].
+    pub fn scoord(graph_type: GraphType, points: Vec<[f64; 2]>) -> Self {
+        Self::leaf(Code::none(), Value::Scoord { graph_type, points })
+    }
+
+    /// A SCOORD with its image: a SELECTED FROM child IMAGE (without a concept name)
+    /// referencing `instance` and, for multi-frame images, `frames`.
+    pub fn selected_from(mut self, instance: InstanceRef, frames: Vec<u32>) -> Self {
+        self.push(
+            Relationship::SelectedFrom,
+            Self::leaf(Code::none(), Value::Image { instance, frames }),
+        );
+        self
+    }
+
+    /// A CONTAINER that follows a template (e.g. `("1500", "DCMR")`).
+    pub fn container_with_template(concept: Code, template: (&str, &str)) -> Self {
+        Self::leaf(
+            concept,
+            Value::Container {
+                separate: true,
+                template: Some((template.0.into(), template.1.into())),
+            },
+        )
+    }
+
     /// An IMAGE reference.
     pub fn image(concept: Code, instance: InstanceRef, frames: Vec<u32>) -> Self {
         Self::leaf(concept, Value::Image { instance, frames })
@@ -232,11 +338,23 @@ impl ContentItem {
     /// Value Type, Concept Name and value attributes of this item (no relationship, no
     /// children).
     fn fill(&self, item: &mut InMemDicomObject) -> Result<(), SrError> {
-        put_seq(
-            item,
-            tags::CONCEPT_NAME_CODE_SEQUENCE,
-            vec![self.concept.item()],
-        );
+        if self.concept.is_none() {
+            match &self.value {
+                Value::Scoord { .. } | Value::Image { .. } => {}
+                Value::Container { .. } => return Err(SrError::MissingConcept("CONTAINER")),
+                Value::Code(_) => return Err(SrError::MissingConcept("CODE")),
+                Value::Num { .. } => return Err(SrError::MissingConcept("NUM")),
+                Value::Text(_) => return Err(SrError::MissingConcept("TEXT")),
+                Value::UidRef(_) => return Err(SrError::MissingConcept("UIDREF")),
+                Value::PName(_) => return Err(SrError::MissingConcept("PNAME")),
+            }
+        } else {
+            put_seq(
+                item,
+                tags::CONCEPT_NAME_CODE_SEQUENCE,
+                vec![self.concept.item()],
+            );
+        }
         match &self.value {
             Value::Container { separate, template } => {
                 put_str(item, tags::VALUE_TYPE, VR::CS, "CONTAINER");
@@ -283,6 +401,36 @@ impl ContentItem {
                 }
                 put_str(item, tags::VALUE_TYPE, VR::CS, "UIDREF");
                 put_str(item, tags::UID, VR::UI, uid);
+            }
+            Value::PName(name) => {
+                put_str(item, tags::VALUE_TYPE, VR::CS, "PNAME");
+                put_str(item, tags::PERSON_NAME, VR::PN, name);
+            }
+            Value::Scoord { graph_type, points } => {
+                let bad = || SrError::BadCoordinates {
+                    graph: graph_type.as_str(),
+                    points: points.len(),
+                };
+                if !graph_type.points_ok(points.len()) {
+                    return Err(bad());
+                }
+                let mut data = Vec::with_capacity(points.len() * 2);
+                for p in points {
+                    for v in p {
+                        let f = *v as f32;
+                        if !f.is_finite() {
+                            return Err(bad());
+                        }
+                        data.push(f);
+                    }
+                }
+                put_str(item, tags::VALUE_TYPE, VR::CS, "SCOORD");
+                item.put(dicom_core::DataElement::new(
+                    tags::GRAPHIC_DATA,
+                    VR::FL,
+                    dicom_core::value::PrimitiveValue::F32(data.into_iter().collect()),
+                ));
+                put_str(item, tags::GRAPHIC_TYPE, VR::CS, graph_type.as_str());
             }
             Value::Image { instance, frames } => {
                 put_str(item, tags::VALUE_TYPE, VR::CS, "IMAGE");
@@ -790,5 +938,94 @@ mod tests {
         );
         let doc = SrDocument::new(study, nan, "2.25.20", "2.25.21");
         assert!(matches!(doc.to_object(), Err(SrError::NotFinite(_))));
+    }
+    #[test]
+    fn scoord_and_pname_items() {
+        let study = SourceStudy {
+            study_instance_uid: "2.25.10".into(),
+            ..SourceStudy::default()
+        };
+        let mut root = ContentItem::container_with_template(
+            Code::new("126000", "DCM", "Imaging Measurement Report"),
+            ("1500", "DCMR"),
+        );
+        root.push(
+            Relationship::HasObsContext,
+            ContentItem::pname(Code::new("121008", "DCM", "Person Observer Name"), "alice"),
+        );
+        root.push(
+            Relationship::Contains,
+            ContentItem::num(
+                Code::new("410668003", "SCT", "Length"),
+                90.0,
+                Code::ucum("mm", "millimeter"),
+            )
+            .with_child(
+                Relationship::InferredFrom,
+                ContentItem::scoord(GraphType::Polyline, vec![[1.5, 2.0], [91.5, 2.0]])
+                    .selected_from(source(), vec![7]),
+            ),
+        );
+        let obj = SrDocument::new(study.clone(), root, "2.25.20", "2.25.21")
+            .to_object()
+            .unwrap();
+        let bytes = crate::write::encode_file(obj, crate::ts::EXPLICIT_VR_LE).unwrap();
+        let back = crate::read::read_bytes(&bytes).unwrap();
+        let text = |o: &InMemDicomObject, t| o.element(t).unwrap().to_str().unwrap().to_string();
+        let items = back
+            .element(tags::CONTENT_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap();
+        assert_eq!(text(&items[0], tags::VALUE_TYPE), "PNAME");
+        assert_eq!(text(&items[0], tags::PERSON_NAME), "alice");
+        let scoord = &items[1]
+            .element(tags::CONTENT_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        assert_eq!(text(scoord, tags::RELATIONSHIP_TYPE), "INFERRED FROM");
+        assert_eq!(text(scoord, tags::GRAPHIC_TYPE), "POLYLINE");
+        assert!(scoord.element(tags::CONCEPT_NAME_CODE_SEQUENCE).is_err());
+        let data = scoord
+            .element(tags::GRAPHIC_DATA)
+            .unwrap()
+            .to_multi_float32()
+            .unwrap();
+        assert_eq!(data, vec![1.5, 2.0, 91.5, 2.0]);
+        let image = &scoord
+            .element(tags::CONTENT_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        assert_eq!(text(image, tags::RELATIONSHIP_TYPE), "SELECTED FROM");
+        let sop = &image
+            .element(tags::REFERENCED_SOP_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        assert_eq!(text(sop, tags::REFERENCED_FRAME_NUMBER), "7");
+        // The referenced image lands in the evidence.
+        assert!(
+            back.element(tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE)
+                .is_ok()
+        );
+        // Wrong point counts and missing concepts are refused.
+        let bad = ContentItem::container(Code::new("R", "99TEST", "R")).with_child(
+            Relationship::Contains,
+            ContentItem::scoord(GraphType::Ellipse, vec![[0.0, 0.0]]),
+        );
+        let doc = SrDocument::new(study.clone(), bad, "2.25.20", "2.25.21");
+        assert!(matches!(
+            doc.to_object(),
+            Err(SrError::BadCoordinates { .. })
+        ));
+        let bad = ContentItem::container(Code::new("R", "99TEST", "R"))
+            .with_child(Relationship::Contains, ContentItem::text(Code::none(), "x"));
+        let doc = SrDocument::new(study, bad, "2.25.20", "2.25.21");
+        assert!(matches!(
+            doc.to_object(),
+            Err(SrError::MissingConcept("TEXT"))
+        ));
     }
 }

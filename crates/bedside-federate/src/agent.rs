@@ -316,7 +316,7 @@ impl Agent {
         )?;
 
         let allowed_types: Vec<String> = if self.cfg.allow.message_types.is_empty() {
-            vec!["train".into(), "evaluate".into()]
+            vec!["train".into(), "evaluate".into(), "query".into()]
         } else {
             self.cfg.allow.message_types.clone()
         };
@@ -437,8 +437,9 @@ impl Agent {
             "train" => {
                 let mut out = self.trainer.train(&global, &cfg)?;
                 let rng = &mut self.rng;
+                let base = out.base.take().unwrap_or(global);
                 let mut report =
-                    egress::apply(&self.cfg.egress, &global, &mut out.arrays, &mut || {
+                    egress::apply(&self.cfg.egress, &base, &mut out.arrays, &mut || {
                         rng.normal()
                     });
                 if report.noise_sd > 0.0 {
@@ -476,6 +477,11 @@ impl Agent {
                 let mut metrics =
                     vec![(keys::NUM_EXAMPLES.to_string(), MetricValue::Int(n as i64))];
                 metrics.extend(m.into_iter().map(|(k, v)| (k, MetricValue::Double(v))));
+                Ok((vec![(keys::METRICS.into(), Record::Metrics(metrics))], None))
+            }
+            "query" => {
+                let stats = self.trainer.statistics()?;
+                let metrics = crate::stats::release(&stats, &self.cfg.stats)?;
                 Ok((vec![(keys::METRICS.into(), Record::Metrics(metrics))], None))
             }
             other => Err(FederateError::Refused(format!("message type `{other}`"))),
@@ -661,21 +667,32 @@ fn train_config(content: &RecordDict) -> TrainConfig {
     let mut cfg = TrainConfig {
         server_round: 0,
         local_epochs: 1,
-        lr: 0.01,
+        lr: None,
         proximal_mu: 0.0,
+        normalization: None,
     };
+    let (mut mean, mut sd) = (None, None);
     for (name, r) in content {
         if let (Record::Config(items), true) = (r, name == keys::CONFIG) {
             for (k, v) in items {
                 match (k.as_str(), v.as_f64()) {
                     ("server-round", Some(x)) => cfg.server_round = x as u64,
                     ("local-epochs", Some(x)) => cfg.local_epochs = x.max(0.0) as u32,
-                    ("lr", Some(x)) => cfg.lr = x,
+                    ("lr", Some(x)) => cfg.lr = Some(x),
                     ("proximal-mu", Some(x)) => cfg.proximal_mu = x,
+                    ("norm-mean", Some(x)) => mean = Some(x),
+                    ("norm-std", Some(x)) => sd = Some(x),
                     _ => {}
                 }
             }
         }
+    }
+    if let (Some(m), Some(s)) = (mean, sd)
+        && m.is_finite()
+        && s.is_finite()
+        && s > 0.0
+    {
+        cfg.normalization = Some((m, s));
     }
     cfg
 }

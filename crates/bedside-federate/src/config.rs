@@ -25,6 +25,8 @@ pub struct SiteConfig {
     pub egress: EgressConfig,
     /// Local training.
     pub trainer: TrainerConfig,
+    /// Data-quality statistics answered to `query` messages.
+    pub stats: StatsConfig,
 }
 
 /// `[superlink]`
@@ -88,10 +90,34 @@ pub struct AllowConfig {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainerConfig {
-    /// `linear` (logistic regression on a CSV).
+    /// `linear` (logistic regression on a CSV) or `video` (`bedside train`'s models and
+    /// training loop on the site's curated arrays).
     pub kind: String,
-    /// Data file.
+    /// Data file (`linear`).
     pub data: PathBuf,
+    /// `bedside train` experiment configuration (`video`): model, task, local data and
+    /// optimiser; `training.epochs` is replaced by the instruction's `local-epochs`.
+    pub experiment: PathBuf,
+}
+
+/// `[stats]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsConfig {
+    /// A site with fewer examples answers no statistics at all.
+    pub min_count: u64,
+    /// Counts below this (but above 0) are reported as 0, and the number of cells so
+    /// suppressed is reported.
+    pub min_cell: u64,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            min_count: 10,
+            min_cell: 3,
+        }
+    }
 }
 
 impl bedside_core::config::Validate for SiteConfig {
@@ -127,8 +153,16 @@ impl bedside_core::config::Validate for SiteConfig {
         if self.egress.noise_multiplier > 0.0 && self.egress.clip_norm == 0.0 {
             return err("egress.noise_multiplier", "noise needs clip_norm > 0");
         }
-        if !matches!(self.trainer.kind.as_str(), "linear") {
-            return err("trainer.kind", "must be `linear`");
+        match self.trainer.kind.as_str() {
+            "linear" => {}
+            "video" if self.trainer.experiment.as_os_str().is_empty() => {
+                return err(
+                    "trainer.experiment",
+                    "the video trainer needs an experiment",
+                );
+            }
+            "video" => {}
+            _ => return err("trainer.kind", "must be `linear` or `video`"),
         }
         Ok(())
     }
@@ -147,6 +181,9 @@ impl SiteConfig {
         };
         fix(&mut cfg.folder);
         fix(&mut cfg.trainer.data);
+        if !cfg.trainer.experiment.as_os_str().is_empty() {
+            fix(&mut cfg.trainer.experiment);
+        }
         for p in [
             &mut cfg.superlink.ca,
             &mut cfg.superlink.client_cert,

@@ -64,9 +64,17 @@ impl FleetClient {
                 .collect();
             let key = ureq::tls::PrivateKey::from_pem(key_pem)
                 .map_err(|_| tls_err("client key is not a PEM private key"))?;
-            if chain.is_empty() {
+            let Some(leaf) = chain.first() else {
                 return Err(tls_err("client certificate file holds no certificate"));
-            }
+            };
+            // webpki accepts only X.509 v3 end-entity certificates; refuse others here with
+            // a clear error rather than inside the TLS stack at the first call.
+            let der = pki_types::CertificateDer::from(leaf.der());
+            webpki::EndEntityCert::try_from(&der).map_err(|e| {
+                FederateError::Tls(format!(
+                    "client certificate unusable ({e:?}); it must be an X.509 v3 certificate (openssl x509 -req … -extfile with extensions)"
+                ))
+            })?;
             tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()

@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod npy;
 pub mod objects;
 pub mod privacy;
+pub mod stats;
 pub mod trainer;
 
 /// Message types of the Fleet API, generated from the vendored flwr 1.42 protos.

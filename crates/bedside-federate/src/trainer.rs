@@ -17,10 +17,24 @@ pub struct TrainConfig {
     pub server_round: u64,
     /// Local epochs.
     pub local_epochs: u32,
-    /// Learning rate.
-    pub lr: f64,
+    /// Learning rate, if the server sends one (`lr`).
+    pub lr: Option<f64>,
     /// FedProx proximal weight (0 for FedAvg).
     pub proximal_mu: f64,
+    /// Input normalisation agreed by the federation (`norm-mean`, `norm-std`), e.g. from
+    /// the sites' pooled statistics; without it a site uses its own.
+    pub normalization: Option<(f64, f64)>,
+}
+
+/// Data-quality statistics of a site: the examples counted, and named values (scalars
+/// are lists of one). Keys ending in `.counts` hold counts, which the agent suppresses
+/// below the site's minimum cell size.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Statistics {
+    /// Examples the statistics describe.
+    pub count: u64,
+    /// Named values, e.g. `frame_rate.counts`, `frame_rate.edges`, `intensity.mean`.
+    pub values: Vec<(String, Vec<f64>)>,
 }
 
 /// What a training step returns.
@@ -32,6 +46,9 @@ pub struct TrainOutput {
     pub num_examples: u64,
     /// Scalar metrics, e.g. `train-loss`.
     pub metrics: Vec<(String, f64)>,
+    /// The weights training started from when the instruction carried none (the model's
+    /// seeded initialisation): the egress filter measures the update against them.
+    pub base: Option<Vec<(String, Tensor)>>,
 }
 
 /// Local training and evaluation on the site's data.
@@ -48,6 +65,13 @@ pub trait Trainer: Send {
         &mut self,
         global: &[(String, Tensor)],
     ) -> Result<(u64, Vec<(String, f64)>), FederateError>;
+
+    /// Data-quality statistics of the local data (answered to `query` messages).
+    fn statistics(&mut self) -> Result<Statistics, FederateError> {
+        Err(FederateError::Refused(
+            "this trainer has no data-quality statistics".into(),
+        ))
+    }
 }
 
 /// Logistic regression by full-batch gradient descent on `features..., label` rows.
@@ -143,15 +167,16 @@ impl Trainer for LinearTrainer {
         config: &TrainConfig,
     ) -> Result<TrainOutput, FederateError> {
         let (w0, b0) = self.params(global)?;
+        let lr = config.lr.unwrap_or(0.01);
         let (mut w, mut b) = (w0.clone(), b0);
         let mut loss = 0.0;
         for _ in 0..config.local_epochs {
             let (l, gw, gb) = self.loss_grad(&w, b, config.proximal_mu, &w0, b0);
             loss = l;
             for (wi, g) in w.iter_mut().zip(&gw) {
-                *wi -= config.lr * g;
+                *wi -= lr * g;
             }
-            b -= config.lr * gb;
+            b -= lr * gb;
         }
         let mut arrays = vec![
             (
@@ -166,6 +191,7 @@ impl Trainer for LinearTrainer {
             arrays,
             num_examples: self.y.len() as u64,
             metrics: vec![("train-loss".into(), loss)],
+            base: None,
         })
     }
 
@@ -176,6 +202,31 @@ impl Trainer for LinearTrainer {
         let (w, b) = self.params(global)?;
         let (loss, _, _) = self.loss_grad(&w, b, 0.0, &w, b);
         Ok((self.y.len() as u64, vec![("eval-loss".into(), loss)]))
+    }
+
+    /// Rows, label prevalence and per-feature mean and standard deviation.
+    fn statistics(&mut self) -> Result<Statistics, FederateError> {
+        let n = self.y.len() as f64;
+        let positive = self.y.iter().filter(|&&v| v > 0.5).count() as f64;
+        let mut values = vec![("prevalence.label=1".to_string(), vec![positive / n])];
+        let width = self.x.first().map_or(0, Vec::len);
+        for j in 0..width {
+            let (mut s, mut s2) = (0.0, 0.0);
+            for row in &self.x {
+                s += row[j];
+                s2 += row[j] * row[j];
+            }
+            let mean = s / n;
+            values.push((format!("feature{j}.mean"), vec![mean]));
+            values.push((
+                format!("feature{j}.sd"),
+                vec![(s2 / n - mean * mean).max(0.0).sqrt()],
+            ));
+        }
+        Ok(Statistics {
+            count: self.y.len() as u64,
+            values,
+        })
     }
 }
 
@@ -196,8 +247,9 @@ mod tests {
         let cfg = TrainConfig {
             server_round: 1,
             local_epochs: 20,
-            lr: 0.5,
+            lr: Some(0.5),
             proximal_mu: 0.0,
+            normalization: None,
         };
         let out = t.train(&global, &cfg).expect("train");
         let (_, after) = t.evaluate(&out.arrays).expect("eval");

@@ -23,6 +23,41 @@ pub enum AnnotateCommand {
     /// Import a folder of DICOM (curated studies, a phantom's dicom/ tree) into a data folder.
     #[command(after_help = IMPORT_EXAMPLES)]
     Import(ImportArgs),
+    /// Export a project's annotations: JSON, CSV, DICOM SR (TID 1500), DICOM SEG, masks.
+    #[command(after_help = EXPORT_EXAMPLES)]
+    Export(ExportArgs),
+}
+
+const EXPORT_EXAMPLES: &str = "Examples:
+  bedside annotate export --data annotate-data/ --project echo --format sr --out echo-sr.zip
+  bedside annotate export --data annotate-data/ --project 1 --format masks --out masks.zip
+  bedside annotate export --data annotate-data/ --project echo --format csv --out echo.csv
+
+json and csv are single files; sr, seg and masks are zip archives with a manifest.json:
+sr/{study}/{reader}.dcm (Comprehensive SR, TID 1500, one per study and reader),
+seg/{study}/{series}/{sop}/{reader}.dcm (binary SEG, one per instance and reader),
+masks/{study}/{series}/{sop}/{name}/{reader}/mask.npy (frames x rows x columns, uint8)
+and frame-NNNN.png per annotated frame. The same exports are served at
+GET /api/projects/P/export?format=...";
+
+/// Arguments of `bedside annotate export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Data folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Project id or name.
+    #[arg(long)]
+    pub project: String,
+    /// What to write.
+    #[arg(long, value_parser = ["json", "csv", "sr", "seg", "masks"])]
+    pub format: String,
+    /// Only this study (Study Instance UID).
+    #[arg(long)]
+    pub study: Option<String>,
+    /// Output file.
+    #[arg(long, short)]
+    pub out: PathBuf,
 }
 
 const SERVE_EXAMPLES: &str = "Examples:
@@ -128,6 +163,7 @@ pub fn run(cmd: AnnotateCommand, ctx: &Ctx) -> anyhow::Result<()> {
     match cmd {
         AnnotateCommand::Serve(args) => serve(args, ctx),
         AnnotateCommand::Import(args) => import_cmd(args, ctx),
+        AnnotateCommand::Export(args) => export_cmd(args, ctx),
         AnnotateCommand::User(UserCommand::Add(args)) => user_add(args, ctx),
         AnnotateCommand::User(UserCommand::List(args)) => user_list(args),
     }
@@ -280,6 +316,37 @@ fn import_cmd(args: ImportArgs, ctx: &Ctx) -> anyhow::Result<()> {
             ),
         }
         .into());
+    }
+    Ok(())
+}
+
+fn export_cmd(args: ExportArgs, ctx: &Ctx) -> anyhow::Result<()> {
+    use bedside_annotate::export::{Format, render_from_folder};
+    use bedside_annotate::export_dicom::ExportError;
+    let format = Format::parse(&args.format)
+        .ok_or_else(|| Exit::invalid(format!("--format is {}", Format::NAMES)))?;
+    let rendered =
+        match render_from_folder(&args.data, &args.project, format, args.study.as_deref()) {
+            Ok(r) => r,
+            Err(ExportError::Invalid(m)) => return Err(Exit::invalid(m).into()),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "exporting project {} as {}",
+                    args.project, args.format
+                )));
+            }
+        };
+    std::fs::write(&args.out, &rendered.body)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    ctx.say(format!(
+        "Wrote {} ({} file{}, {} bytes)",
+        args.out.display(),
+        rendered.files,
+        if rendered.files == 1 { "" } else { "s" },
+        rendered.body.len()
+    ));
+    for why in &rendered.skipped {
+        eprintln!("  left out: {why}");
     }
     Ok(())
 }

@@ -13,3 +13,4 @@ pub mod clips;
 pub mod loader;
 pub mod manifest;
 pub mod npy;
+pub mod quality;

@@ -20,6 +20,7 @@
 //! resumed run writes the same `metrics.csv` and reaches the same weights as an uninterrupted
 //! one on the CPU.
 
+pub mod arrays;
 pub mod config;
 pub mod metrics;
 pub mod model;
@@ -31,7 +32,7 @@ use std::path::PathBuf;
 pub(crate) use run::load_model_file as run_load_model;
 pub use run::{
     DataSummary, ExactValues, MetricsRow, PartialEpoch, RunState, SplitSummary, TrainEvent,
-    TrainOutcome, load_run_state, train,
+    TrainOutcome, evaluate_arrays, initial_arrays, load_run_state, run_arrays, train, train_with,
 };
 
 use crate::data::loader::LoaderError;

@@ -15,6 +15,7 @@ use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
+use super::arrays::{NamedArray, StartFrom};
 use super::config::{
     ExperimentConfig, FairnessKind, OptimizerKind, RegressionLoss, SurvivalModel, TaskKind,
     lower_is_better, task_metric_names,
@@ -1047,6 +1048,19 @@ pub fn train(
     resume: bool,
     on_event: &mut dyn FnMut(TrainEvent<'_>) -> ControlFlow<()>,
 ) -> Result<TrainOutcome, TrainError> {
+    train_with(config, run, resume, &StartFrom::default(), on_event)
+}
+
+/// [`train`], with a fresh run starting from `start`'s weights and normalisation (a
+/// federated round starts from the global model). `start` is ignored on resume: the
+/// checkpoint holds both.
+pub fn train_with(
+    config: &ExperimentConfig,
+    run: &Path,
+    resume: bool,
+    start: &StartFrom,
+    on_event: &mut dyn FnMut(TrainEvent<'_>) -> ControlFlow<()>,
+) -> Result<TrainOutcome, TrainError> {
     let checkpoint_dir = run.join("checkpoint");
     let state_path = checkpoint_dir.join("state.json");
     let config_path = run.join("config.toml");
@@ -1102,6 +1116,8 @@ pub fn train(
                 "the data changed since the run was started (labels, splits or derived statistics differ)",
             ));
         }
+    } else if let Some(given) = &start.normalization {
+        prepared.spec.input.normalization = given.clone();
     } else {
         let count = config.data.normalization_videos.min(prepared.train.len());
         let step = prepared.train.len() as f64 / count as f64;
@@ -1134,6 +1150,9 @@ pub fn train(
             }
             if let Some(dir) = &config.model.init_from {
                 model = init_backbone_from_bundle(model, &spec, dir, &ad_device)?;
+            }
+            if let Some(arrays) = &start.arrays {
+                model = super::arrays::apply_arrays(model, arrays)?;
             }
             std::fs::create_dir_all(&checkpoint_dir).map_err(TrainError::io(&checkpoint_dir))?;
             let text = config
@@ -1412,6 +1431,103 @@ pub fn train(
         }
     }
     Ok(outcome)
+}
+
+/// Evaluates `arrays` (a whole model, e.g. a federation's global model) on the rows of
+/// `config.data.val_split` as validation does (`data.val_clips` spaced clips per study),
+/// with `normalization` or, when `None`, the statistics of the configuration's training
+/// split. Returns the studies evaluated and `loss` plus the task's metrics.
+pub fn evaluate_arrays(
+    config: &ExperimentConfig,
+    arrays: &[NamedArray],
+    normalization: Option<&crate::data::clips::Normalization>,
+) -> Result<(usize, Vec<(String, f64)>), TrainError> {
+    let mut prepared = prepare(config)?;
+    let device = config
+        .backend
+        .device_on(crate::backend::DeviceKind::parse(&config.device)?)?;
+    let store = VideoStore::new(
+        prepared
+            .manifest
+            .studies
+            .iter()
+            .map(|s| s.array.clone())
+            .collect(),
+        config.data.size,
+        config.data.cache,
+    );
+    prepared.spec.input.normalization = match normalization {
+        Some(n) => n.clone(),
+        None => {
+            let count = config.data.normalization_videos.min(prepared.train.len());
+            let step = prepared.train.len() as f64 / count as f64;
+            let sample: Vec<usize> = (0..count)
+                .map(|k| prepared.train[(k as f64 * step) as usize])
+                .collect();
+            normalization_from(&store, &sample)?
+        }
+    };
+    let spec = prepared.spec.clone();
+    let model = {
+        let _generator = generator_lock();
+        device.seed(config.seed);
+        spec.init(&device)?
+    };
+    let model = super::arrays::apply_arrays(model, arrays)?;
+    let plan = validation_plan(config, &spec, &prepared.val, &prepared.frames)?;
+    let (loss, outputs) = validate(
+        config,
+        &spec,
+        &model,
+        &store,
+        &prepared.val,
+        &plan,
+        &prepared.targets,
+        0,
+        &device,
+    )?;
+    let mut metrics = vec![("loss".to_string(), loss)];
+    metrics.extend(
+        task_metrics(&spec.task, &prepared.val, &outputs, &prepared.targets)
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v)),
+    );
+    Ok((prepared.val.len(), metrics))
+}
+
+/// The initial weights of `config`'s model, drawn from `config.seed` alone: every site of a
+/// federation computes the same ones from the same configuration, so a run can start
+/// without anyone sending an initial model.
+pub fn initial_arrays(config: &ExperimentConfig) -> Result<Vec<NamedArray>, TrainError> {
+    let prepared = prepare(config)?;
+    let device = config
+        .backend
+        .device_on(crate::backend::DeviceKind::parse(&config.device)?)?;
+    let _generator = generator_lock();
+    device.seed(config.seed);
+    let model = prepared.spec.init(&device)?;
+    // Listing the parameters materialises the lazily initialised ones, still under the seed.
+    super::arrays::model_arrays(&model)
+}
+
+/// The weights of a run folder as named arrays, with the run's input normalisation: the
+/// last checkpoint's model, or with `best` the best validation epoch's.
+pub fn run_arrays(
+    run: &Path,
+    best: bool,
+) -> Result<(Vec<NamedArray>, crate::data::clips::Normalization), TrainError> {
+    let state = load_run_state(run)?;
+    let path = if best {
+        run.join("best").join("model.bpk")
+    } else {
+        run.join("checkpoint").join(&state.model_file)
+    };
+    let device = Device::flex();
+    let model = load_model(&state.spec, &path, &device)?;
+    Ok((
+        super::arrays::model_arrays(&model)?,
+        state.spec.input.normalization.clone(),
+    ))
 }
 
 /// Write the model, the optimiser and `state.json` (last, so that until it lands the

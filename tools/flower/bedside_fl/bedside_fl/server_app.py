@@ -4,20 +4,29 @@ Instructions carry ``arrays`` (the global model) and ``config`` (``bedside-run``
 ``server-round``, ``local-epochs``, ``lr`` and, for FedProx, ``proximal-mu``); replies carry
 ``arrays`` and ``metrics`` with ``num-examples``. When ``out-dir`` is set, the aggregate of
 every round is written there as ``round-<n>/<key>.npy`` plus ``summary.json``.
+
+``model = "video"`` starts from no arrays: every site initialises the experiment's model
+from its seed, so all start from the same weights. ``stats = true`` first sends a ``query``
+to every node for its data-quality statistics, writes them side by side to
+``stats.json`` and ``stats.html`` in ``out-dir`` and, with ``norm-from-stats``, sends the
+pooled intensity mean and standard deviation as ``norm-mean``/``norm-std`` so that every
+site normalises its input alike.
 """
 
 from __future__ import annotations
 
+import html
 import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
 
-from bedside_fl import ARRAYS, CONFIG, NUM_EXAMPLES
+from bedside_fl import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES
 
 app = ServerApp()
 
@@ -29,6 +38,7 @@ class _Recording:
         self.strategy = strategy
         self.out_dir = out_dir
         self.rounds: list[dict] = []
+        self.evaluations: list[dict] = []
         self.sampled: dict[int, int] = {}
         inner = strategy.aggregate_train
         inner_configure = strategy.configure_train
@@ -65,13 +75,28 @@ class _Recording:
             return arrays, metrics
 
         strategy.aggregate_train = aggregate_train
+        inner_evaluate = strategy.aggregate_evaluate
+
+        def aggregate_evaluate(server_round, replies):
+            replies = list(replies)
+            metrics = inner_evaluate(server_round, replies)
+            per_node = {}
+            for r in replies:
+                if not r.has_error() and METRICS in r.content.metric_records:
+                    per_node[str(r.metadata.src_node_id)] = dict(r.content.metric_records[METRICS])
+            self.evaluations.append({"round": server_round, "metrics": dict(metrics or {}),
+                                     "nodes": per_node})
+            self._write()
+            return metrics
+
+        strategy.aggregate_evaluate = aggregate_evaluate
 
     def _write(self) -> None:
         if self.out_dir is None:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.out_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps({"rounds": self.rounds}, indent=1))
+        tmp.write_text(json.dumps({"rounds": self.rounds, "evaluations": self.evaluations}, indent=1))
         tmp.replace(self.out_dir / "summary.json")
 
 
@@ -80,12 +105,97 @@ def _items(arrays: ArrayRecord):
         yield key, value.numpy()
 
 
+def _wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
+    deadline = time.time() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= count or time.time() > deadline:
+            return nodes
+        time.sleep(0.5)
+
+
+def query_statistics(grid: Grid, run: str, min_nodes: int, timeout: float) -> dict:
+    """Asks every node for its data-quality statistics; returns node id -> metrics or error."""
+    nodes = _wait_for_nodes(grid, min_nodes, timeout)
+    messages = [
+        Message(content=RecordDict({CONFIG: ConfigRecord({"bedside-run": run, "bedside-query": "statistics"})}),
+                dst_node_id=node, message_type="query")
+        for node in nodes
+    ]
+    answers = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        node = str(reply.metadata.src_node_id)
+        if reply.has_error():
+            answers[node] = {"error": reply.error.reason}
+        else:
+            answers[node] = {k: v for k, v in reply.content.metric_records[METRICS].items()}
+    return answers
+
+
+def pooled_intensity(answers: dict) -> tuple[float, float] | None:
+    """Pooled mean and standard deviation of the sites' intensity moments."""
+    n = s = s2 = 0.0
+    for a in answers.values():
+        if "intensity.n" not in a or "intensity.mean" not in a:
+            continue
+        k, m, sd = float(a["intensity.n"]), float(a["intensity.mean"]), float(a["intensity.sd"])
+        n += k
+        s += k * m
+        s2 += k * (sd * sd + m * m)
+    if n == 0:
+        return None
+    mean = s / n
+    return mean, math.sqrt(max(s2 / n - mean * mean, 0.0))
+
+
+def write_statistics(out_dir: Path, answers: dict) -> None:
+    """`stats.json` and a side-by-side HTML table (one column per site)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "stats.json").write_text(json.dumps(answers, indent=1))
+    nodes = sorted(answers)
+    keys = sorted({k for a in answers.values() for k in a if not k.endswith(".edges")})
+
+    def cell(a, k):
+        v = a.get(k, "")
+        if isinstance(v, list):
+            return " ".join(f"{x:g}" for x in v)
+        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th>" + "".join(f"<td>{cell(answers[n], k)}</td>" for n in nodes) + "</tr>"
+        for k in keys
+    )
+    edges = sorted({k for a in answers.values() for k in a if k.endswith(".edges")})
+    notes = "".join(
+        f"<li>{html.escape(k)}: {cell(next(a for a in answers.values() if k in a), k)}</li>" for k in edges
+    )
+    head = "".join(f"<th>node {html.escape(n)}</th>" for n in nodes)
+    (out_dir / "stats.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>Federated data quality</title>"
+        "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:2px 6px;"
+        "font-size:13px;text-align:right}th{text-align:left}</style>"
+        "<h1>Federated data quality</h1><p>Each site computed these on its own data; counts below the "
+        "site's minimum cell size are released as 0, and a site below its minimum count answers nothing.</p>"
+        f"<table><tr><th></th>{head}</tr>{rows}</table><h2>Bin edges</h2><ul>{notes}</ul>"
+    )
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
     num_features = int(cfg["num-features"])
     min_nodes = int(cfg["min-nodes"])
     out_dir = Path(str(cfg["out-dir"])) if str(cfg["out-dir"]) else None
+    model = str(cfg.get("model", "linear")).lower()
+    norm = None
+    if bool(cfg.get("stats", False)):
+        answers = query_statistics(grid, str(cfg["bedside-run"]), min_nodes, float(cfg["round-timeout"]))
+        if out_dir is not None:
+            write_statistics(out_dir, answers)
+        if bool(cfg.get("norm-from-stats", True)):
+            norm = pooled_intensity(answers)
+            if norm is not None and out_dir is not None:
+                (out_dir / "normalization.json").write_text(json.dumps({"mean": norm[0], "std": norm[1]}))
     common = dict(
         fraction_train=1.0,
         fraction_evaluate=float(cfg["fraction-evaluate"]),
@@ -105,30 +215,37 @@ def main(grid: Grid, context: Context) -> None:
         raise ValueError(f"unknown strategy {name!r} (fedavg, fedprox)")
     recorder = _Recording(strategy, out_dir)
 
-    initial = ArrayRecord(
-        {
-            "w": Array(np.zeros(num_features, dtype=np.float32)),
-            "b": Array(np.zeros(1, dtype=np.float32)),
-        }
-    )
+    if model == "video":
+        initial = ArrayRecord()
+    elif model == "linear":
+        initial = ArrayRecord(
+            {
+                "w": Array(np.zeros(num_features, dtype=np.float32)),
+                "b": Array(np.zeros(1, dtype=np.float32)),
+            }
+        )
+    else:
+        raise ValueError(f"unknown model {model!r} (linear, video)")
     frozen = int(cfg["frozen-params"])
     if frozen:
         # A large block the sites return unchanged: checks multi-chunk transfer both ways.
         block = np.random.default_rng(0).standard_normal(frozen, dtype=np.float32)
         initial["frozen"] = Array(block)
-    train_config = ConfigRecord(
-        {
-            "bedside-run": str(cfg["bedside-run"]),
-            "local-epochs": int(cfg["local-epochs"]),
-            "lr": float(cfg["lr"]),
-        }
-    )
+    settings = {
+        "bedside-run": str(cfg["bedside-run"]),
+        "local-epochs": int(cfg["local-epochs"]),
+        "lr": float(cfg["lr"]),
+    }
+    if norm is not None:
+        settings["norm-mean"], settings["norm-std"] = norm
+    train_config = ConfigRecord(settings)
     result = strategy.start(
         grid=grid,
         initial_arrays=initial,
         num_rounds=int(cfg["num-server-rounds"]),
         timeout=float(cfg["round-timeout"]),
         train_config=train_config,
+        evaluate_config=ConfigRecord(dict(settings)),
     )
     if out_dir is not None:
         final = out_dir / "final"

@@ -12,7 +12,7 @@ use bedside_phantom::{BiasSpec, PhantomConfig};
 use crate::ui::Ctx;
 
 mod explain;
-mod models;
+pub(crate) mod models;
 
 /// Arguments of `bedside demo`.
 #[derive(clap::Args, Debug)]
@@ -93,6 +93,30 @@ struct CurateCommand {
     args: super::curate::Args,
 }
 
+/// Curates a phantom cohort's DICOM folder as a user would (`bedside curate DICOM --out
+/// CURATED --secret-dir SECRET --resize SIZE`).
+pub(crate) fn curate_cohort(
+    dicom: &Path,
+    curated: &Path,
+    secret: &Path,
+    size: u32,
+    ctx: &Ctx,
+) -> anyhow::Result<()> {
+    let size = size.to_string();
+    let curate = CurateCommand::try_parse_from(strings(&[
+        "curate",
+        &dicom.display().to_string(),
+        "--out",
+        &curated.display().to_string(),
+        "--secret-dir",
+        &secret.display().to_string(),
+        "--resize",
+        &size,
+    ]))
+    .context("building the curate arguments")?;
+    super::curate::run(curate.args, ctx)
+}
+
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -141,19 +165,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<()> {
             std::fs::remove_dir_all(&curated)
                 .with_context(|| format!("removing {}", curated.display()))?;
         }
-        let size = args.size.to_string();
-        let curate = CurateCommand::try_parse_from(strings(&[
-            "curate",
-            &cohort_dir.join("dicom").display().to_string(),
-            "--out",
-            &curated.display().to_string(),
-            "--secret-dir",
-            &args.dir.join("secret").display().to_string(),
-            "--resize",
-            &size,
-        ]))
-        .context("building the demo's curate arguments")?;
-        super::curate::run(curate.args, ctx)?;
+        curate_cohort(
+            &cohort_dir.join("dicom"),
+            &curated,
+            &args.dir.join("secret"),
+            args.size,
+            ctx,
+        )?;
 
         next("labels: join the label sheet to the curated arrays by input SHA-256");
         let labels = args.dir.join("labels.csv");

@@ -13,6 +13,9 @@ use bedside_federate::trainer::{LinearTrainer, Trainer};
 
 use crate::ui::Ctx;
 
+mod simulate;
+mod video;
+
 /// Federated learning with Flower.
 #[derive(Subcommand, Debug)]
 pub enum FederateCommand {
@@ -21,7 +24,22 @@ pub enum FederateCommand {
     Site(SiteArgs),
     /// Check a site's signed audit log (hash chain and signatures).
     VerifyAudit(VerifyArgs),
+    /// A whole federation on this machine: phantom sites, a Flower SuperLink, one agent per
+    /// site training the video model, Bedside's server app; `--compare` adds pooled and
+    /// single-site models.
+    #[command(after_help = SIMULATE_EXAMPLES)]
+    Simulate(simulate::SimulateArgs),
 }
+
+const SIMULATE_EXAMPLES: &str = "Examples:
+  bedside federate simulate --sites 3
+  bedside federate simulate --sites 3 --rounds 8 --compare --dir fed-demo
+  bedside federate simulate --sites 2 --patients 60 --rounds 2 --size 32
+
+Needs Flower (flwr 1.42) in a virtual environment: scripts/setup.sh installs it in .venv,
+which is used when run from the repository; elsewhere pass --flower-bin VENV/bin.
+Writes DIR/federation/ (summary.json, stats.html, final/*.npy), DIR/sites/<site>/ (site.toml,
+experiment.toml, signed audit log, round runs) and, with --compare, DIR/comparison.md.";
 
 const SITE_EXAMPLES: &str = "Examples:
   bedside federate site --config site.toml
@@ -54,10 +72,11 @@ pub struct VerifyArgs {
 }
 
 /// Runs a `federate` subcommand.
-pub fn run(cmd: FederateCommand, _ctx: &Ctx) -> anyhow::Result<()> {
+pub fn run(cmd: FederateCommand, ctx: &Ctx) -> anyhow::Result<()> {
     match cmd {
         FederateCommand::Site(args) => site(args),
         FederateCommand::VerifyAudit(args) => verify(args),
+        FederateCommand::Simulate(args) => simulate::run(args, ctx),
     }
 }
 
@@ -67,7 +86,13 @@ fn site(args: SiteArgs) -> anyhow::Result<()> {
     if let Some(n) = args.exit_after_runs {
         cfg.node.exit_after_runs = n;
     }
-    let trainer: Box<dyn Trainer> = Box::new(LinearTrainer::from_csv(&cfg.trainer.data)?);
+    let trainer: Box<dyn Trainer> = match cfg.trainer.kind.as_str() {
+        "video" => Box::new(video::VideoTrainer::new(
+            &cfg.trainer.experiment,
+            &cfg.folder,
+        )?),
+        _ => Box::new(LinearTrainer::from_csv(&cfg.trainer.data)?),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let mut agent = Agent::new(cfg.clone(), trainer, stop)?;
     // Operators register node-key.pub with `flwr supernode register`.

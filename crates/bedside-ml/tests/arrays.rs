@@ -1,0 +1,135 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! A whole model as named arrays (what a federation exchanges): the seeded initialisation
+//! is the same from any data, a run started from arrays starts exactly there, the arrays of
+//! a finished run are its checkpoint, and evaluation of arrays equals the run's validation.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use bedside_core::npy::{Dtype, write_npy};
+use bedside_ml::train::arrays::{NamedArray, StartFrom};
+use bedside_ml::train::config::ExperimentConfig;
+use bedside_ml::train::{evaluate_arrays, initial_arrays, run_arrays, train_with};
+
+/// Twelve tiny videos whose brightness pattern depends on the label; `shift` changes every
+/// pixel so two cohorts share nothing.
+fn cohort(dir: &Path, shift: usize) -> std::path::PathBuf {
+    let mut csv = String::from("study_id,array,split,label\n");
+    for i in 0..12usize {
+        let label = i % 2;
+        let data: Vec<u8> = (0..6 * 16 * 16)
+            .map(|k| ((k * (label + 1) * 7 + i * 13 + shift) % 251) as u8)
+            .collect();
+        let name = format!("v{i:02}.npy");
+        let mut file = std::fs::File::create(dir.join(&name)).unwrap();
+        write_npy(&mut file, Dtype::U8, &[6, 16, 16], &data).unwrap();
+        let split = if i % 4 == 0 { "val" } else { "train" };
+        csv.push_str(&format!("S{i:02},{name},{split},{label}\n"));
+    }
+    let path = dir.join("manifest.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+fn config(manifest: &Path, lr: f64) -> ExperimentConfig {
+    let text = format!(
+        r#"
+seed = 5
+[data]
+manifest = "{}"
+clip_length = 4
+period = 1
+size = 16
+val_clips = 2
+[data.columns]
+class = "label"
+[model]
+width = 0.0625
+layers = [1, 1, 1, 1]
+[task]
+kind = "classification"
+classes = 2
+[training]
+epochs = 1
+batch_size = 4
+[optimizer]
+kind = "sgd"
+lr = {lr}
+[schedule]
+kind = "constant"
+"#,
+        manifest.display()
+    );
+    bedside_core::config::from_str(&text, "test config").unwrap()
+}
+
+fn find<'a>(arrays: &'a [NamedArray], name: &str) -> &'a NamedArray {
+    arrays.iter().find(|a| a.name == name).unwrap()
+}
+
+#[test]
+fn named_arrays_round_trip_through_training_and_evaluation() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let cfg_a = config(&cohort(a.path(), 0), 0.05);
+    let cfg_b = config(&cohort(b.path(), 100), 0.05);
+
+    // The same seed gives the same initial weights whatever the site's data.
+    let init_a = initial_arrays(&cfg_a).unwrap();
+    let init_b = initial_arrays(&cfg_b).unwrap();
+    assert_eq!(init_a, init_b);
+    assert!(init_a.iter().any(|x| x.name.ends_with("running_var")));
+    assert!(
+        init_a
+            .iter()
+            .all(|x| x.shape.iter().product::<usize>() == x.data.len())
+    );
+
+    // With a zero learning rate, a run started from arrays ends with exactly those weights
+    // (BatchNorm running statistics aside, which the forward passes update).
+    let frozen = config(&cohort(a.path(), 0), 0.0);
+    let run = a.path().join("run-frozen");
+    let start = StartFrom {
+        arrays: Some(init_b.clone()),
+        normalization: None,
+    };
+    train_with(&frozen, &run, false, &start, &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let (after, _) = run_arrays(&run, false).unwrap();
+    for x in &init_b {
+        let y = find(&after, &x.name);
+        assert_eq!(x.shape, y.shape, "{}", x.name);
+        if !x.name.contains("running_") {
+            assert_eq!(x.data, y.data, "{}", x.name);
+        }
+    }
+
+    // Training moves the weights, and evaluating the run's arrays with the run's
+    // normalisation reproduces the run's own validation row.
+    let run = a.path().join("run-train");
+    let outcome = train_with(&cfg_a, &run, false, &start, &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let (trained, norm) = run_arrays(&run, false).unwrap();
+    let w = "backbone.fc.weight";
+    let moved = trained
+        .iter()
+        .filter(|t| !t.name.contains("running_"))
+        .any(|t| t.data != find(&init_b, &t.name).data);
+    assert!(moved, "no weight changed ({w})");
+    let (n, metrics) = evaluate_arrays(&cfg_a, &trained, Some(&norm)).unwrap();
+    assert_eq!(n, 3);
+    let row = outcome.last.unwrap();
+    let val_loss = row.get("val_loss").unwrap();
+    let loss = metrics.iter().find(|(k, _)| k == "loss").unwrap().1;
+    assert!((loss - val_loss).abs() < 1e-6, "{loss} vs {val_loss}");
+
+    // Arrays of another shape are refused with their names.
+    let mut wrong = trained.clone();
+    wrong.pop();
+    let err = evaluate_arrays(&cfg_a, &wrong, Some(&norm)).unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+}
