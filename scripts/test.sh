@@ -5,7 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each stage's wall time, printed again at the end (CI keeps only the tail of the log).
+started=$SECONDS
+last=$SECONDS
+timings=""
+stage() {
+  timings+=$(printf '  %-28s %5d s' "$1" $((SECONDS - last)))$'\n'
+  last=$SECONDS
+}
+trap 'printf "==> stage times\n%s  %-28s %5d s\n" "$timings" total $((SECONDS - started))' EXIT
+
 BEDSIDE_SKIP_BUILD=1 ./scripts/setup.sh
+stage "setup"
 # Peers are installed above, so a missing one is a failure rather than a skip.
 export BEDSIDE_REQUIRE_PEERS=1
 # A one-shot build gains nothing from incremental caches, which would double the disk it takes.
@@ -13,27 +24,31 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+stage "fmt"
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+stage "clippy"
 
 echo "==> Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  # Examples are left to clippy above: building them again here would only cost time.
+  cargo nextest run --workspace --locked --no-fail-fast --lib --bins --tests
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast --lib --bins --tests
 fi
 cargo test --workspace --locked --doc
+stage "Rust tests"
 
 echo "==> fuzzing the DICOM reader (fixed seed, bounded runs)"
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  cargo install cargo-fuzz --locked --quiet
-fi
-# cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
 # The harness also asserts its own bound (heap peak <= 16 x input + 4 MiB) on every input.
-(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run read -- -seed=1 -runs=400000 -max_len=65536 \
-  -rss_limit_mb=512 -malloc_limit_mb=128 -print_final_stats=1)
+./scripts/fuzz.sh -seed=1 -runs=400000 -max_len=65536 -rss_limit_mb=512 -malloc_limit_mb=128 \
+  -print_final_stats=1
+stage "fuzzing"
 
 echo "==> peer-validation tests (Python reference tools)"
 # Same feature set as the test build above, so this only links what is already compiled.
 cargo build --workspace --bins --locked
-BEDSIDE_BIN="$PWD/target/debug/bedside" .venv/bin/python -m pytest tests/python -q
+# Two workers, one test file each at a time: most tests wait on servers and subprocesses.
+BEDSIDE_BIN="$PWD/target/debug/bedside" .venv/bin/python -m pytest tests/python -q \
+  -n 2 --dist loadfile --durations=15
+stage "peer-validation tests"

@@ -59,9 +59,9 @@ fuzz_target!(|data: &[u8]| {
     PEAK.store(before, Ordering::Relaxed);
     // The single-walk metadata extraction reads the bytes itself: bounded like the rest, and
     // whenever the full reader accepts a file it must accept it too and give the same record.
-    let fast = bedside_curate::metadata::extract_bytes(data);
+    let fast = bedside_dicom::metadata::extract_bytes(data);
     if let Ok(obj) = bedside_dicom::read::read_bytes(data) {
-        let full = bedside_curate::metadata::extract(&obj);
+        let full = bedside_dicom::metadata::extract(&obj);
         match &fast {
             // Debug text, so that NaN deltas compare equal to themselves.
             Ok(record) => assert_eq!(format!("{record:?}"), format!("{full:?}")),

@@ -1,9 +1,16 @@
-"""Shared fixtures: the bedside binary and a small phantom cohort generated once per session."""
+"""Shared fixtures and helpers: the bedside binary, small phantom cohorts generated once per
+session, free loopback ports and a running `bedside annotate serve` with signed-in clients."""
 
+import contextlib
+import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -57,3 +64,85 @@ def cohort_full_size(tmp_path_factory, bedside):
         check=True,
     )
     return out
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AnnotateClient:
+    """Signs in to `bedside annotate serve` through its API and sends the session cookie and
+    CSRF token with every call."""
+
+    def __init__(self, root: str, username: str, password: str):
+        self.root = root
+        req = urllib.request.Request(
+            root + "/api/login", method="POST",
+            data=json.dumps({"username": username, "password": password}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            cookies = [c.split(";")[0] for c in r.headers.get_all("Set-Cookie")]
+            self.headers = {"Cookie": "; ".join(cookies),
+                            "X-CSRF-Token": json.loads(r.read())["csrf_token"]}
+
+    def call(self, method, path, body=None, accept=None):
+        """(status, headers, body bytes); HTTP errors are returned, not raised."""
+        headers = dict(self.headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if accept:
+            headers["Accept"] = accept
+        req = urllib.request.Request(self.root + path, method=method, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    def json(self, method, path, body=None):
+        """The parsed reply of a call that must succeed (None for an empty body)."""
+        status, _, data = self.call(method, path, body)
+        assert 200 <= status < 300, f"{method} {path}: {status} {data[:500]!r}"
+        return json.loads(data) if data else None
+
+
+@contextlib.contextmanager
+def annotate_server(bedside, dicom: pathlib.Path, data: pathlib.Path, users: dict):
+    """Imports `dicom` into the data folder `data`, adds `users` (name -> (password,
+    superuser)), serves it on a free loopback port and yields the root URL."""
+    run = subprocess.run([str(bedside), "annotate", "import", str(dicom), "--data", str(data)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    for user, (password, superuser) in users.items():
+        run = subprocess.run(
+            [str(bedside), "annotate", "user", "add", user, "--data", str(data)]
+            + (["--superuser"] if superuser else []),
+            input=password + "\n", capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(bedside), "annotate", "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    root = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(root + "/healthz", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail("server did not start: " + proc.stderr.read().decode(errors="replace"))
+        time.sleep(0.1)
+    try:
+        yield root
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -5,9 +5,7 @@ dicomweb-client (the library behind many DICOMweb tools) queries, retrieves and 
 
 import io
 import json
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
@@ -16,6 +14,8 @@ import pydicom
 import pytest
 from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
+
+from conftest import AnnotateClient, annotate_server
 
 OHIF_FRAME_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
@@ -32,55 +32,14 @@ def small_cohort(tmp_path_factory, bedside):
     return out
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, bedside, small_cohort):
     data = tmp_path_factory.mktemp("annotate_data")
-    run = subprocess.run(
-        [str(bedside), "annotate", "import", str(small_cohort / "dicom"), "--data", str(data)],
-        capture_output=True, text=True,
-    )
-    assert run.returncode == 0, run.stderr
     # Every endpoint needs a session: a superuser sees every study and may store.
-    run = subprocess.run(
-        [str(bedside), "annotate", "user", "add", "tester", "--superuser", "--data", str(data)],
-        input="tester-password\n", capture_output=True, text=True,
-    )
-    assert run.returncode == 0, run.stderr
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(bedside), "annotate", "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    root = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(root + "/healthz", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start: " + proc.stderr.read().decode(errors="replace"))
-        time.sleep(0.1)
-    login = urllib.request.Request(
-        root + "/api/login", method="POST",
-        data=json.dumps({"username": "tester", "password": "tester-password"}).encode(),
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(login, timeout=30) as r:
-        cookies = [c.split(";")[0] for c in r.headers.get_all("Set-Cookie")]
-        AUTH["Cookie"] = "; ".join(cookies)
-        AUTH["X-CSRF-Token"] = json.loads(r.read())["csrf_token"]
-    yield root + "/dicomweb"
-    proc.terminate()
-    proc.wait(timeout=10)
+    users = {"tester": ("tester-password", True)}
+    with annotate_server(bedside, small_cohort / "dicom", data, users) as root:
+        AUTH.update(AnnotateClient(root, "tester", "tester-password").headers)
+        yield root + "/dicomweb"
 
 
 @pytest.fixture(scope="module")

@@ -11,59 +11,18 @@ import io
 import json
 import math
 import subprocess
-import time
-import urllib.error
-import urllib.request
 import zipfile
 
 import numpy as np
 import pydicom
 import pytest
 
-from conftest import require_tool
+from conftest import AnnotateClient, annotate_server, require_tool
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 READER = "dr.alice"
 LENGTH_FRAME = 4
 MASK_FRAME = 2
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Client:
-    """Signs in through the API and keeps the session cookie and CSRF token."""
-
-    def __init__(self, root, username, password):
-        self.root = root
-        req = urllib.request.Request(
-            root + "/api/login", method="POST",
-            data=json.dumps({"username": username, "password": password}).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            cookies = [c.split(";")[0] for c in r.headers.get_all("Set-Cookie")]
-            self.headers = {"Cookie": "; ".join(cookies),
-                            "X-CSRF-Token": json.loads(r.read())["csrf_token"]}
-
-    def call(self, method, path, body=None, accept=None):
-        headers = dict(self.headers)
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if accept:
-            headers["Accept"] = accept
-        req = urllib.request.Request(self.root + path, method=method, data=data, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                return r.status, r.headers, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers, e.read()
 
 
 @pytest.fixture(scope="module")
@@ -82,35 +41,10 @@ def study(tmp_path_factory, bedside):
 def session(tmp_path_factory, bedside, study):
     cohort, _, ds = study
     data = tmp_path_factory.mktemp("exports_data")
-    run = subprocess.run(
-        [str(bedside), "annotate", "import", str(cohort / "dicom"), "--data", str(data)],
-        capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    for user, flags in (("admin", ["--superuser"]), (READER, [])):
-        run = subprocess.run(
-            [str(bedside), "annotate", "user", "add", user, "--data", str(data), *flags],
-            input=f"{user}-password\n", capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(bedside), "annotate", "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    root = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(root + "/healthz", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start: " + proc.stderr.read().decode(errors="replace"))
-        time.sleep(0.1)
-    try:
-        admin = Client(root, "admin", "admin-password")
-        reader = Client(root, READER, f"{READER}-password")
+    users = {"admin": ("admin-password", True), READER: (f"{READER}-password", False)}
+    with annotate_server(bedside, cohort / "dicom", data, users) as root:
+        admin = AnnotateClient(root, "admin", "admin-password")
+        reader = AnnotateClient(root, READER, f"{READER}-password")
         schema = {
             "labels": [{"name": "view", "choice": "single", "scope": "series",
                         "options": ["A4C", "PLAX"]}],
@@ -128,9 +62,6 @@ def session(tmp_path_factory, bedside, study):
         assert admin.call("PUT", f"/api/projects/{pid}/studies/{ds.StudyInstanceUID}"
                                  f"/assignees/{READER}")[0] in (200, 204)
         yield {"data": data, "pid": pid, "admin": admin, "reader": reader}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def nine_cm_segment(ds):

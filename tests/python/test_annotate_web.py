@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -22,6 +21,8 @@ import urllib.request
 
 import pydicom
 import pytest
+
+from conftest import AnnotateClient, annotate_server
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WEB = ROOT / "web" / "annotate"
@@ -69,34 +70,6 @@ def test_committed_bundle_is_built_from_the_current_sources():
     assert size < 8 << 20, f"the committed bundle grew to {size} bytes"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Client:
-    """A signed-in API client (cookies and CSRF token)."""
-
-    def __init__(self, root, user, password):
-        self.root = root
-        body = json.dumps({"username": user, "password": password}).encode()
-        req = urllib.request.Request(root + "/api/login", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            self.cookie = "; ".join(c.split(";")[0] for c in r.headers.get_all("Set-Cookie"))
-            self.csrf = json.loads(r.read())["csrf_token"]
-
-    def call(self, method, path, body=None):
-        req = urllib.request.Request(
-            self.root + path, method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Cookie": self.cookie, "X-CSRF-Token": self.csrf, "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            data = r.read()
-            return json.loads(data) if data else None
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, bedside):
     """The server with two phantom studies in one project: alice (superuser, admin) and bob
@@ -109,46 +82,20 @@ def site(tmp_path_factory, bedside):
         check=True,
     )
     data = tmp / "data"
-    run = subprocess.run([str(bedside), "annotate", "import", str(cohort / "dicom"), "--data", str(data)],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
     users = {"alice": ("alice-password-1", True), "bob": ("bob-password-1", False)}
-    for user, (password, superuser) in users.items():
-        run = subprocess.run(
-            [str(bedside), "annotate", "user", "add", user, "--data", str(data)]
-            + (["--superuser"] if superuser else []),
-            input=password + "\n", capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(bedside), "annotate", "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    root = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(root + "/healthz", timeout=2):
-                break
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start: " + proc.stderr.read().decode(errors="replace"))
-        time.sleep(0.1)
-    files = {}
-    for p in sorted((cohort / "dicom").rglob("*.dcm")):
-        ds = pydicom.dcmread(p)
-        files.setdefault(ds.StudyInstanceUID, []).append(ds)
-    alice = Client(root, "alice", users["alice"][0])
-    project = alice.call("POST", "/api/projects", {"name": "Echo views", "schema": SCHEMA})
-    pid = project["id"]
-    alice.call("PUT", f"/api/projects/{pid}/members/bob", {"role": "annotator"})
-    for study in files:
-        alice.call("POST", f"/api/projects/{pid}/studies", {"study_instance_uid": study})
-        alice.call("PUT", f"/api/projects/{pid}/studies/{study}/assignees/bob")
-    yield {"root": root, "pid": pid, "files": files, "users": users, "alice": alice, "tmp": tmp}
-    proc.terminate()
-    proc.wait(timeout=10)
+    with annotate_server(bedside, cohort / "dicom", data, users) as root:
+        files = {}
+        for p in sorted((cohort / "dicom").rglob("*.dcm")):
+            ds = pydicom.dcmread(p)
+            files.setdefault(ds.StudyInstanceUID, []).append(ds)
+        alice = AnnotateClient(root, "alice", users["alice"][0])
+        project = alice.json("POST", "/api/projects", {"name": "Echo views", "schema": SCHEMA})
+        pid = project["id"]
+        alice.json("PUT", f"/api/projects/{pid}/members/bob", {"role": "annotator"})
+        for study in files:
+            alice.json("POST", f"/api/projects/{pid}/studies", {"study_instance_uid": study})
+            alice.json("PUT", f"/api/projects/{pid}/studies/{study}/assignees/bob")
+        yield {"root": root, "pid": pid, "files": files, "users": users, "alice": alice, "tmp": tmp}
 
 
 def test_static_files_and_fallback(site):
@@ -229,7 +176,7 @@ def test_browser_end_to_end(site, tmp_path):
 
     # What the browser saved, read back through the API.
     pid = site["pid"]
-    listing = site["alice"].call("GET", f"/api/projects/{pid}/studies/{study}/annotations")
+    listing = site["alice"].json("GET", f"/api/projects/{pid}/studies/{study}/annotations")
     anns = {a["id"]: a for a in listing["annotations"] if not a["deleted"]}
     length = anns[result["length_id"]]
     assert (length["kind"], length["name"], length["author"]) == ("length", "LVIDd", "alice")

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -32,7 +33,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, bedside_binary
+from conftest import ROOT, bedside_binary, free_port
 
 flwr = pytest.importorskip("flwr")
 
@@ -43,12 +44,6 @@ APP = ROOT / "tools" / "flower" / "bedside_fl"
 def agent_binary() -> list[str]:
     env = os.environ.get("BEDSIDE_SITE_AGENT")
     return [env] if env else [str(bedside_binary())]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_site_data(path: pathlib.Path, rows: int, seed: int) -> None:
@@ -193,6 +188,7 @@ class Federation:
         self.auth = auth
         self.procs: list[subprocess.Popen] = []
         self.agents: dict[str, subprocess.Popen] = {}
+        self.run_ids: list[str] = []
         home = tmp / "flwr-home"
         home.mkdir()
         conn = f'address = "{self.address}"\n'
@@ -272,7 +268,10 @@ class Federation:
         out = self.tmp / f"out-{len(self.procs)}"
         config = {"out-dir": str(out)} | config
         text = " ".join(f"{k}={json.dumps(v)}" for k, v in config.items())
-        self.flwr("run", str(APP), "local", "--run-config", text)
+        printed = self.flwr("run", str(APP), "local", "--run-config", text)
+        found = re.search(r"run_id=(\d+)|run (\d+)|\b(\d{6,})\b", printed)
+        if found:
+            self.run_ids.append(next(g for g in found.groups() if g))
         return out
 
     def wait(self, out: pathlib.Path, until, timeout: float) -> dict:
@@ -286,6 +285,10 @@ class Federation:
                     return summary
             time.sleep(0.5)
         logs = "".join(f"\n--- {p.name}\n{p.read_text()[-2000:]}" for p in self.tmp.rglob("*.log"))
+        for run_id in self.run_ids:
+            r = subprocess.run([str(VENV_BIN / "flwr"), "log", run_id, "local", "--show"], env=self.env,
+                               capture_output=True, text=True, timeout=60)
+            logs += f"\n--- server app of run {run_id}\n{(r.stdout + r.stderr)[-4000:]}"
         raise AssertionError(f"timed out; summary={summary}{logs}")
 
     def close(self) -> None:
@@ -484,9 +487,19 @@ def test_killed_agent_fails_the_round_and_training_continues(federation, tmp_pat
         fed.site(f"site{i}", tmp_path / f"site{i}.csv")
         fed.start_agent(f"site{i}")
     out = fed.run(**{"min-nodes": 2, "num-server-rounds": 6, "round-timeout": 10.0})
-    fed.wait(out, lambda s: len(train_rounds(s)) >= 1, timeout=120)
+    # Killed as soon as its first reply is fully pushed (the audit line follows the last
+    # object), so that the kill falls before its next instruction. A node killed between
+    # pushing a reply message and its objects leaves Flower's server app waiting for the
+    # object-push session to expire (OBJECT_PUSH_SESSION_TTL_SECONDS = 180 in flwr 1.42),
+    # which the second wait allows for.
+    audit = tmp_path / "site2" / "audit.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if audit.exists() and '"event":"reply"' in audit.read_text().replace(" ", ""):
+            break
+        time.sleep(0.02)
     fed.agents["site2"].send_signal(signal.SIGKILL)
-    fed.wait(out, lambda s: any(r["failures"] for r in train_rounds(s)), timeout=120)
+    fed.wait(out, lambda s: any(r["failures"] for r in train_rounds(s)), timeout=260)
     # Restarted with its key, the site rejoins as the same node without help.
     fed.start_agent("site2")
     summary = fed.wait(out, done, timeout=240)

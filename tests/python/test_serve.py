@@ -11,7 +11,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,15 +20,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from conftest import require_tool
+from conftest import free_port, require_tool
 
 US_MF = "1.2.840.10008.5.1.4.1.1.3.1"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url, timeout=5):

@@ -47,6 +47,12 @@ pub struct AuthConfig {
     pub session_ttl_secs: i64,
     /// Mark cookies `Secure` (the server is reached over HTTPS).
     pub secure_cookies: bool,
+    /// Failed sign-ins an account may have in a row before it is throttled.
+    pub login_free_failures: u32,
+    /// The first wait once throttled, in milliseconds; it doubles with every further failure.
+    pub login_base_delay_ms: u64,
+    /// The longest wait, in milliseconds.
+    pub login_max_delay_ms: u64,
 }
 
 impl Default for AuthConfig {
@@ -54,6 +60,9 @@ impl Default for AuthConfig {
         Self {
             session_ttl_secs: 12 * 3600,
             secure_cookies: false,
+            login_free_failures: 5,
+            login_base_delay_ms: 1_000,
+            login_max_delay_ms: 15 * 60 * 1_000,
         }
     }
 }
@@ -68,6 +77,8 @@ pub struct AppState {
     pub hub: Hub,
     /// Session settings.
     pub auth: AuthConfig,
+    /// Failed sign-ins per account name.
+    pub logins: crate::auth::LoginThrottle,
 }
 
 impl std::fmt::Debug for AppState {
@@ -185,15 +196,31 @@ struct Login {
 
 async fn login(State(st): State<Arc<AppState>>, bytes: Bytes) -> Res {
     let l: Login = body(&bytes)?;
+    let account = l.username.clone();
+    // A throttled account is refused before its password is checked, so guessing costs
+    // the server no hashing either.
+    if let Some(wait) = st.logins.wait(&account) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many failed sign-ins for this account; try again in {secs} s"),
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Err(r);
+    }
     let db = st.db.clone();
     let ttl = st.auth.session_ttl_secs;
     let found = blocking(move || db.login(&l.username, &l.password, ttl)).await?;
     let Some((p, token)) = found else {
+        st.logins.failed(&account, &st.auth);
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "wrong user name or password",
         ));
     };
+    st.logins.succeeded(&account);
     let mut r = axum::Json(json!({
         "username": p.username, "superuser": p.superuser, "csrf_token": p.csrf, "expires_in": ttl,
     }))

@@ -9,9 +9,14 @@
 //!   token in `X-CSRF-Token` (double submit, checked against the server-side copy).
 //! - DICOMweb: reading needs any role in a project holding the study (annotators: assigned to
 //!   it); search results are limited to those studies; STOW-RS needs the admin role.
+//! - Sign-in throttling ([`LoginThrottle`]): after `login_free_failures` failed sign-ins in a
+//!   row, an account answers 429 with `Retry-After` for a wait that doubles with every further
+//!   failure (1 s, 2 s, 4 s, … up to 15 min by default), without checking the password. A
+//!   successful sign-in clears the count.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -21,6 +26,75 @@ use serde_json::json;
 
 use crate::api::AppState;
 pub use crate::db::Principal;
+
+/// Accounts this many at most are tracked; beyond it the oldest entries are dropped, so
+/// guessing many names cannot grow the table without bound.
+const THROTTLE_CAPACITY: usize = 10_000;
+
+/// Failed sign-ins per account name (as typed, case-folded), kept in memory.
+#[derive(Debug, Default)]
+pub struct LoginThrottle {
+    accounts: Mutex<HashMap<String, Failures>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    blocked_until: Option<Instant>,
+}
+
+impl LoginThrottle {
+    fn key(account: &str) -> String {
+        account.trim().to_lowercase()
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failures>> {
+        // A panic while holding the lock leaves counts that are still meaningful.
+        self.accounts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long `account` must still wait before a sign-in is checked, if at all.
+    pub fn wait(&self, account: &str) -> Option<Duration> {
+        let until = self.table().get(&Self::key(account))?.blocked_until?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Counts a failed sign-in and, past the free failures, starts a wait.
+    pub fn failed(&self, account: &str, policy: &crate::api::AuthConfig) {
+        let now = Instant::now();
+        let mut table = self.table();
+        if table.len() >= THROTTLE_CAPACITY && !table.contains_key(&Self::key(account)) {
+            let oldest = table
+                .iter()
+                .min_by_key(|(_, f)| f.last)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                table.remove(&k);
+            }
+        }
+        let f = table.entry(Self::key(account)).or_insert(Failures {
+            count: 0,
+            last: now,
+            blocked_until: None,
+        });
+        f.count = f.count.saturating_add(1);
+        f.last = now;
+        if f.count >= policy.login_free_failures.max(1) {
+            let doublings = (f.count - policy.login_free_failures.max(1)).min(32);
+            let delay = policy
+                .login_base_delay_ms
+                .saturating_mul(1u64 << doublings)
+                .min(policy.login_max_delay_ms);
+            f.blocked_until = Some(now + Duration::from_millis(delay));
+        }
+    }
+
+    /// Clears the count of an account that signed in.
+    pub fn succeeded(&self, account: &str) {
+        self.table().remove(&Self::key(account));
+    }
+}
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "bedside_session";

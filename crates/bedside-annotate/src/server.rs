@@ -72,6 +72,7 @@ pub fn app(
         store: store.clone(),
         hub: Default::default(),
         auth,
+        logins: Default::default(),
     });
     let dicomweb = bedside_dicomweb::router(store, dicomweb).layer(
         axum::middleware::from_fn_with_state(state.clone(), crate::auth::dicomweb_guard),

@@ -559,6 +559,7 @@ async fn sessions_expire_and_tls_marks_cookies_secure() {
         AuthConfig {
             session_ttl_secs: 1,
             secure_cookies: true,
+            ..AuthConfig::default()
         },
     );
     let r = call(
@@ -671,4 +672,54 @@ async fn every_change_is_audited() {
         .unwrap();
     assert_eq!(update["detail"]["payload"]["values"][0], "poor");
     assert_eq!(update["detail"]["version"], 2);
+}
+
+async fn sign_in(app: &axum::Router, user: &str, password: &str) -> common::Reply {
+    call(
+        app,
+        Method::POST,
+        "/api/login",
+        None,
+        Some(json!({"username": user, "password": password})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn failed_sign_ins_throttle_only_that_account() {
+    let f = fixture(
+        &[("u", false), ("v", false)],
+        AuthConfig {
+            login_free_failures: 3,
+            login_base_delay_ms: 1_000,
+            ..AuthConfig::default()
+        },
+    );
+    for _ in 0..3 {
+        let r = sign_in(&f.app, "u", "wrong password!").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    // Now the account waits, even with the right password, and is told for how long.
+    let r = sign_in(&f.app, "u", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers[header::RETRY_AFTER], "1");
+    assert!(r.headers.get(header::SET_COOKIE).is_none());
+    // The same name typed otherwise is the same account.
+    let r = sign_in(&f.app, "U ", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    // Other accounts are not affected.
+    assert_eq!(sign_in(&f.app, "v", PASSWORD).await.status, StatusCode::OK);
+    // After the wait (1 s), one more failure doubles it (2 s).
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let r = sign_in(&f.app, "u", "wrong password!").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    let r = sign_in(&f.app, "u", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    // The right password then works and clears the count.
+    assert_eq!(sign_in(&f.app, "u", PASSWORD).await.status, StatusCode::OK);
+    let r = sign_in(&f.app, "u", "wrong password!").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(sign_in(&f.app, "u", PASSWORD).await.status, StatusCode::OK);
 }

@@ -26,7 +26,8 @@ pub mod arrays;
 pub mod bench;
 pub mod ingest;
 pub mod labels;
-pub mod metadata;
+/// Scan-level metadata extraction (lives in `bedside-dicom`, which the fuzz harness builds alone).
+pub use bedside_dicom::metadata;
 pub mod ocr;
 pub mod parquet_table;
 pub mod pipeline;

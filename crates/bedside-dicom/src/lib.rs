@@ -21,6 +21,7 @@
 //! ```
 
 pub mod elements;
+pub mod metadata;
 pub mod pixel;
 pub mod read;
 pub mod sc;

@@ -241,6 +241,7 @@ fn serve(args: ServeArgs, ctx: &Ctx) -> anyhow::Result<()> {
         auth: bedside_annotate::api::AuthConfig {
             session_ttl_secs: args.session_hours.clamp(1, 24 * 365) * 3600,
             secure_cookies: args.secure_cookies,
+            ..Default::default()
         },
     };
     let quiet = ctx.quiet;

@@ -44,6 +44,23 @@ pub struct Args {
 /// Load the configuration with the flags as the last layer.
 pub fn load_config(args: &Args) -> anyhow::Result<ExperimentConfig> {
     let mut config: ExperimentConfig = bedside_core::config::load(Some(&args.config))?;
+    overrides_and_checks(&mut config, args)?;
+    Ok(config)
+}
+
+/// Loads an experiment file as `bedside train --config FILE` would, with no overrides.
+pub fn load_config_file(path: &Path) -> anyhow::Result<ExperimentConfig> {
+    load_config(&Args {
+        config: path.to_path_buf(),
+        run: PathBuf::new(),
+        resume: false,
+        seed: None,
+        epochs: None,
+        workers: None,
+    })
+}
+
+fn overrides_and_checks(config: &mut ExperimentConfig, args: &Args) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
@@ -53,12 +70,12 @@ pub fn load_config(args: &Args) -> anyhow::Result<ExperimentConfig> {
     if let Some(workers) = args.workers {
         config.data.workers = workers;
     }
-    bedside_core::config::Validate::validate(&config).map_err(|(key, message)| {
+    bedside_core::config::Validate::validate(&*config).map_err(|(key, message)| {
         Exit::invalid(format!("{}: key `{key}`: {message}", args.config.display()))
     })?;
     let base = args.config.parent().unwrap_or(Path::new("."));
     config.resolve_paths(base);
-    Ok(config)
+    Ok(())
 }
 
 /// Map a training error to the CLI's exit codes.

@@ -581,14 +581,7 @@ fn federation_normalization(out: &Path) -> anyhow::Result<Option<Normalization>>
 }
 
 fn load_experiment(path: &Path) -> anyhow::Result<ExperimentConfig> {
-    crate::commands::train::load_config(&crate::commands::train::Args {
-        config: path.to_path_buf(),
-        run: PathBuf::new(),
-        resume: false,
-        seed: None,
-        epochs: None,
-        workers: None,
-    })
+    crate::commands::train::load_config_file(path)
 }
 
 /// AUROC of `arrays` on the test split of `experiment`'s data.

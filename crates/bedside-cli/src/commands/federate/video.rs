@@ -24,14 +24,7 @@ pub struct VideoTrainer {
 impl VideoTrainer {
     /// Loads the experiment configuration (checked as `bedside train` checks it).
     pub fn new(experiment: &std::path::Path, folder: &std::path::Path) -> anyhow::Result<Self> {
-        let config = crate::commands::train::load_config(&crate::commands::train::Args {
-            config: experiment.to_path_buf(),
-            run: PathBuf::new(),
-            resume: false,
-            seed: None,
-            epochs: None,
-            workers: None,
-        })?;
+        let config = crate::commands::train::load_config_file(experiment)?;
         Ok(VideoTrainer {
             experiment: config,
             rounds: folder.join("rounds"),

@@ -3,7 +3,7 @@
 //! Records are taken from the object as it leaves curation (so identifiers are pseudonyms and
 //! dates are shifted) and hold no free text beyond series descriptions.
 
-use bedside_dicom::read::ReadError;
+use crate::read::ReadError;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
@@ -328,8 +328,8 @@ fn hex(digest: &[u8]) -> String {
 }
 
 /// Extracts the record of a Part 10 file straight from its bytes, as [`extract`] would from
-/// [`bedside_dicom::read::read_bytes`]'s object, without building that object: one walk of the
-/// data set (the bounded structure scan, [`bedside_dicom::scan::scan_dataset_visit`]) picks
+/// [`crate::read::read_bytes`]'s object, without building that object: one walk of the
+/// data set (the bounded structure scan, [`crate::scan::scan_dataset_visit`]) picks
 /// the values out and hashes the pixel data where it lies. Files the walk does not cover
 /// (bare data sets, deflated or big-endian syntaxes, non-ASCII or unusually typed values of the
 /// attributes read) go through the full reader instead, so the record is the same either way.
@@ -339,7 +339,7 @@ fn hex(digest: &[u8]) -> String {
 pub fn extract_bytes(bytes: &[u8]) -> Result<InstanceRecord, ReadError> {
     match fast::extract(bytes, true)? {
         Some(record) => Ok(record),
-        None => Ok(extract(&bedside_dicom::read::read_bytes(bytes)?)),
+        None => Ok(extract(&crate::read::read_bytes(bytes)?)),
     }
 }
 
@@ -347,7 +347,7 @@ pub fn extract_bytes(bytes: &[u8]) -> Result<InstanceRecord, ReadError> {
 pub fn extract_header_bytes(bytes: &[u8]) -> Result<InstanceRecord, ReadError> {
     match fast::extract(bytes, false)? {
         Some(record) => Ok(record),
-        None => Ok(extract_header(&bedside_dicom::read::read_bytes(bytes)?)),
+        None => Ok(extract_header(&crate::read::read_bytes(bytes)?)),
     }
 }
 
@@ -362,8 +362,8 @@ pub fn takes_fast_path(bytes: &[u8]) -> bool {
 /// the accessors above convert it; any value outside the cases mirrored here makes the whole
 /// file go through the full reader.
 mod fast {
-    use bedside_dicom::read::{self, EncapsulatedGeometry, ReadError};
-    use bedside_dicom::scan::{self, Visitor};
+    use crate::read::{self, EncapsulatedGeometry, ReadError};
+    use crate::scan::{self, Visitor};
     use dicom_core::{Tag, VR};
     use dicom_dictionary_std::tags;
     use sha2::{Digest, Sha256};
