@@ -77,13 +77,15 @@ class AnnotateClient:
     """Signs in to `bedside annotate serve` through its API and sends the session cookie and
     CSRF token with every call."""
 
-    def __init__(self, root: str, username: str, password: str):
+    def __init__(self, root: str, username: str, password: str, context=None):
         self.root = root
+        self.context = context
         req = urllib.request.Request(
             root + "/api/login", method="POST",
             data=json.dumps({"username": username, "password": password}).encode(),
             headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=30, context=context) as r:
+            self.login_headers = r.headers
             cookies = [c.split(";")[0] for c in r.headers.get_all("Set-Cookie")]
             self.headers = {"Cookie": "; ".join(cookies),
                             "X-CSRF-Token": json.loads(r.read())["csrf_token"]}
@@ -99,7 +101,7 @@ class AnnotateClient:
             headers["Accept"] = accept
         req = urllib.request.Request(self.root + path, method=method, data=data, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=120) as r:
+            with urllib.request.urlopen(req, timeout=120, context=self.context) as r:
                 return r.status, r.headers, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.headers, e.read()
@@ -112,9 +114,10 @@ class AnnotateClient:
 
 
 @contextlib.contextmanager
-def annotate_server(bedside, dicom: pathlib.Path, data: pathlib.Path, users: dict):
+def annotate_server(bedside, dicom: pathlib.Path, data: pathlib.Path, users: dict, tls=None):
     """Imports `dicom` into the data folder `data`, adds `users` (name -> (password,
-    superuser)), serves it on a free loopback port and yields the root URL."""
+    superuser)), serves it on a free loopback port and yields the root URL. With `tls`
+    ((certificate, key, ssl context trusting it)) it serves HTTPS."""
     run = subprocess.run([str(bedside), "annotate", "import", str(dicom), "--data", str(data)],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -125,14 +128,19 @@ def annotate_server(bedside, dicom: pathlib.Path, data: pathlib.Path, users: dic
             input=password + "\n", capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
     port = free_port()
+    extra, context, scheme = [], None, "http"
+    if tls is not None:
+        extra = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        context, scheme = tls[2], "https"
     proc = subprocess.Popen(
-        [str(bedside), "annotate", "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"],
+        [str(bedside), "annotate", "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}",
+         *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    root = f"http://127.0.0.1:{port}"
+    root = f"{scheme}://127.0.0.1:{port}"
     deadline = time.time() + 30
     while True:
         try:
-            with urllib.request.urlopen(root + "/healthz", timeout=2) as r:
+            with urllib.request.urlopen(root + "/healthz", timeout=2, context=context) as r:
                 if r.status == 200:
                     break
         except (urllib.error.URLError, ConnectionError):

@@ -30,6 +30,17 @@ pub struct ServeConfig {
     pub dicomweb: DicomWebConfig,
     /// Session settings.
     pub auth: AuthConfig,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of the server's certificate chain and private key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// Why the server stopped with an error.
@@ -53,6 +64,9 @@ pub enum ServeError {
     /// The server failed while running.
     #[error("server failed: {0}")]
     Run(std::io::Error),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// The whole application: the API under `/api`, DICOMweb under [`DICOMWEB_PREFIX`] (both
@@ -91,6 +105,7 @@ pub fn app(
 /// Opens the store and serves until Ctrl-C or SIGTERM. `on_ready` gets the bound address
 /// (useful with port 0).
 pub fn serve(config: ServeConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+    let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let store: Arc<dyn StudyStore> = Arc::new(DiskStore::open(&config.data)?);
     let db = Arc::new(AnnotateDb::open(&config.data)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -107,10 +122,16 @@ pub fn serve(config: ServeConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(
         let addr = listener.local_addr().map_err(ServeError::Run)?;
         on_ready(addr);
         let app = app(store, db, config.dicomweb, config.auth);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(ServeError::Run)
+        match acceptor {
+            Some(acceptor) => axum::serve(tls::TlsListener::new(listener, acceptor), app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(ServeError::Run),
+            None => axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(ServeError::Run),
+        }
     })
 }
 
@@ -134,5 +155,118 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+/// HTTPS: rustls behind axum's listener interface.
+mod tls {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use pki_types::pem::PemObject;
+    use pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::{Semaphore, mpsc};
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::rustls;
+    use tokio_rustls::server::TlsStream;
+
+    use super::{ServeError, TlsFiles};
+
+    /// A client gets this long to finish its handshake.
+    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Handshakes in progress at most; further connections wait to be accepted.
+    const MAX_HANDSHAKES: usize = 256;
+
+    /// Reads the PEM files and builds the acceptor (TLS 1.2 and 1.3, HTTP/1.1 by ALPN).
+    pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServeError> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| ServeError::Tls(format!("{}: {e}", files.cert.display())))?;
+        if certs.is_empty() {
+            return Err(ServeError::Tls(format!(
+                "{}: no certificate found",
+                files.cert.display()
+            )));
+        }
+        let key = PrivateKeyDer::from_pem_file(&files.key)
+            .map_err(|e| ServeError::Tls(format!("{}: {e}", files.key.display())))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ServeError::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| ServeError::Tls(format!("certificate and key: {e}")))?;
+        // WebSockets need HTTP/1.1.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// Accepts TCP connections and runs each handshake in its own task, so that a slow or
+    /// silent client holds up nobody else; finished handshakes are handed to axum.
+    pub struct TlsListener {
+        ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+        local: std::io::Result<SocketAddr>,
+    }
+
+    impl TlsListener {
+        pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> Self {
+            let local = tcp.local_addr();
+            let (tx, ready) = mpsc::channel(64);
+            let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+            tokio::spawn(async move {
+                loop {
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (stream, peer) = match tcp.accept().await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // Out of descriptors and the like: wait rather than spin.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let acceptor = acceptor.clone();
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let handshake =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                        drop(permit);
+                        match handshake {
+                            Ok(Ok(tls)) => {
+                                let _ = tx.send((tls, peer)).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    });
+                }
+            });
+            TlsListener { ready, local }
+        }
+    }
+
+    impl axum::serve::Listener for TlsListener {
+        type Io = TlsStream<TcpStream>;
+        type Addr = SocketAddr;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            match self.ready.recv().await {
+                Some(x) => x,
+                // The accepting task only ends with the runtime.
+                None => std::future::pending().await,
+            }
+        }
+
+        fn local_addr(&self) -> std::io::Result<Self::Addr> {
+            match &self.local {
+                Ok(a) => Ok(*a),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            }
+        }
     }
 }

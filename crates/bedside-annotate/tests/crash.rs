@@ -38,6 +38,7 @@ fn server_child() {
         listen: "127.0.0.1:0".parse().unwrap(),
         dicomweb: Default::default(),
         auth: AuthConfig::default(),
+        tls: None,
     };
     bedside_annotate::server::serve(config, |addr| {
         bedside_core::fsio::write_atomic(Path::new(&port_file), addr.to_string().as_bytes())

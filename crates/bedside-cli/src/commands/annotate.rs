@@ -65,11 +65,15 @@ const SERVE_EXAMPLES: &str = "Examples:
   printf '%s\\n' \"$ADMIN_PASSWORD\" | bedside annotate user add admin --superuser --data annotate-data/
   bedside annotate serve --data annotate-data/
   bedside annotate serve --data annotate-data/ --listen 127.0.0.1:8042 --session-hours 8
+  # HTTPS in the binary (PEM files; cookies are then Secure):
+  bedside annotate serve --data annotate-data/ --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem
   # behind an HTTPS reverse proxy:
   bedside annotate serve --data annotate-data/ --secure-cookies
 
 Every endpoint needs a session: POST /api/login {\"username\", \"password\"} sets an HttpOnly,
 SameSite=Strict cookie and returns a CSRF token to send as X-CSRF-Token on POST/PUT/PATCH/DELETE.
+After 5 failed sign-ins in a row an account is refused (429, Retry-After) for 1 s, doubling with
+every further failure up to 15 min.
 The API is under /api (projects, members, studies, annotations, audit, export; WebSocket at
 /api/projects/P/studies/S/ws); DICOMweb under /dicomweb (e.g.
 http://127.0.0.1:8042/dicomweb/studies), limited to the studies of the caller's projects; STOW-RS
@@ -143,9 +147,16 @@ pub struct ServeArgs {
     /// Session lifetime in hours.
     #[arg(long, default_value_t = 12)]
     pub session_hours: i64,
-    /// Mark session cookies Secure (set this when clients reach the server over HTTPS).
+    /// Mark session cookies Secure (set this when clients reach the server over HTTPS; implied
+    /// by --tls-cert).
     #[arg(long)]
     pub secure_cookies: bool,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Arguments of `bedside annotate import`.
@@ -240,15 +251,27 @@ fn serve(args: ServeArgs, ctx: &Ctx) -> anyhow::Result<()> {
         dicomweb: bedside_dicomweb_config(&args),
         auth: bedside_annotate::api::AuthConfig {
             session_ttl_secs: args.session_hours.clamp(1, 24 * 365) * 3600,
-            secure_cookies: args.secure_cookies,
+            secure_cookies: args.secure_cookies || args.tls_cert.is_some(),
             ..Default::default()
         },
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
+    };
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
     };
     let quiet = ctx.quiet;
     server::serve(config, |addr| {
         if !quiet {
             eprintln!(
-                "bedside annotate: API at http://{addr}/api, DICOMweb at http://{addr}{} (data in {}); Ctrl-C to stop",
+                "bedside annotate: API at {scheme}://{addr}/api, DICOMweb at {scheme}://{addr}{} (data in {}); Ctrl-C to stop",
                 server::DICOMWEB_PREFIX,
                 args.data.display()
             );
