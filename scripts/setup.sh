@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 # dicom3tools, dcmtk: DICOM validators and peers; libgdcm-tools + openssl: gdcmanon, the peer of
 # `bedside bench curate`; tesseract + libtesseract-dev, libleptonica-dev, clang (bindgen),
 # pkg-config: OCR of burned-in text; chromium: report rendering tests and the annotate
-# interface's browser tests (with OHIF).
+# interface's browser tests (with OHIF); orthanc + orthanc-dicomweb: a real PACS for the serve
+# tests and the DICOMweb peer of the annotate frames benchmark.
 APT_PACKAGES=(dicom3tools dcmtk libgdcm-tools openssl python3-venv tesseract-ocr tesseract-ocr-eng
-  libtesseract-dev libleptonica-dev clang libclang-dev pkg-config chromium orthanc)
+  libtesseract-dev libleptonica-dev clang libclang-dev pkg-config chromium orthanc orthanc-dicomweb)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
