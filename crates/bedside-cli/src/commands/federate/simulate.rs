@@ -601,6 +601,43 @@ fn test_auroc(
     Ok((n, auroc))
 }
 
+/// Test studies and how many are positive (reduced EF observed), from `experiment`'s label
+/// sheet: the size behind each AUROC, so that its noise can be judged.
+fn test_counts(experiment: &ExperimentConfig) -> anyhow::Result<(usize, usize)> {
+    let labels = experiment
+        .data
+        .labels
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the experiment has no label sheet"))?;
+    let mut reader = csv::Reader::from_path(labels)?;
+    let header = reader.headers()?.clone();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|c| c == name)
+            .ok_or_else(|| anyhow::anyhow!("{} has no `{name}` column", labels.display()))
+    };
+    let (split, class) = (column("split")?, column("reduced_ef_observed")?);
+    let (mut studies, mut positive) = (0, 0);
+    for record in reader.records() {
+        let record = record?;
+        if record.get(split) == Some("test") {
+            studies += 1;
+            positive += usize::from(record.get(class) == Some("1"));
+        }
+    }
+    Ok((studies, positive))
+}
+
+/// An AUROC for the table; "n/a" where the test set holds one class only.
+fn auroc_cell(v: f64) -> String {
+    if v.is_nan() {
+        "n/a".into()
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 fn train_baseline(
     experiment: &Path,
     run: &Path,
@@ -680,23 +717,25 @@ fn compare(
         .into_inner()
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     bedside_core::fsio::write_atomic(&dir.join("comparison.csv"), &bytes)?;
+    let mut heads = Vec::new();
+    for (test, experiment) in &tests {
+        let (studies, positive) = test_counts(experiment)?;
+        heads.push(format!("{test} ({studies} studies, {positive} positive)"));
+    }
     let mut md = format!(
-        "Test AUROC of reduced EF (< 40 %), {} rounds × {} local epoch(s) federated; the other models trained {} epochs.\n\n| model | {} |\n|---|{}\n",
+        "Test AUROC of reduced EF (< 40 %), {} rounds × {} local epoch(s) federated; the other models trained {} epochs. \
+         With few positive studies in a column, one study moves its AUROC a lot.\n\n| model | {} |\n|---|{}\n",
         args.rounds,
         args.local_epochs,
         args.rounds * args.local_epochs,
-        tests
-            .iter()
-            .map(|(t, _)| t.as_str())
-            .collect::<Vec<_>>()
-            .join(" | "),
+        heads.join(" | "),
         "---|".repeat(tests.len())
     );
     for ((model, _, _), row) in models.iter().zip(&grid) {
         md.push_str(&format!(
             "| {model} | {} |\n",
             row.iter()
-                .map(|v| format!("{v:.3}"))
+                .map(|&v| auroc_cell(v))
                 .collect::<Vec<_>>()
                 .join(" | ")
         ));
@@ -715,11 +754,13 @@ fn compare(
             .filter(|&t| t != s)
             .map(|t| {
                 format!(
-                    "{}: {:.3} vs federated {:.3}{}",
+                    "{}: {} vs federated {}{}",
                     sites[t].0,
-                    single[t],
-                    grid[0][t],
-                    if grid[0][t] > single[t] {
+                    auroc_cell(single[t]),
+                    auroc_cell(grid[0][t]),
+                    if grid[0][t].is_nan() || single[t].is_nan() {
+                        " (not measurable: one class)"
+                    } else if grid[0][t] > single[t] {
                         ""
                     } else {
                         " (not beaten)"
