@@ -673,6 +673,17 @@ fn merged_masks(
     Ok((groups, members))
 }
 
+/// The study and series of one instance's merged masks, from the first of its annotations.
+fn study_and_series(anns: &[Annotation]) -> Option<(String, String)> {
+    let first = anns.first()?;
+    let series = first
+        .location
+        .series_instance_uid
+        .clone()
+        .unwrap_or_default();
+    Some((first.study_instance_uid.clone(), series))
+}
+
 /// One binary SEG per source instance and reader (see the module documentation). Instances
 /// that cannot be a SEG source (a Frame of Reference, which needs plane geometry this writer
 /// does not write) are left out and listed in the second value.
@@ -687,15 +698,9 @@ pub fn seg_files(
     let mut skipped = Vec::new();
     for ((sop, author), by_name) in groups {
         let anns = &members[&(sop.clone(), author.clone())];
-        let Some(first) = anns.first() else {
+        let Some((study, series)) = study_and_series(anns) else {
             continue;
         };
-        let series = first
-            .location
-            .series_instance_uid
-            .clone()
-            .unwrap_or_default();
-        let study = first.study_instance_uid.clone();
         let source = sources.get(&study, &series, &sop)?.clone();
         let image = match &source.image {
             Ok(i) => i.clone(),
@@ -846,15 +851,9 @@ pub fn mask_files(
     let mut out = Vec::new();
     for ((sop, author), by_name) in groups {
         let anns = &members[&(sop.clone(), author.clone())];
-        let Some(first) = anns.first() else {
+        let Some((study, series)) = study_and_series(anns) else {
             continue;
         };
-        let series = first
-            .location
-            .series_instance_uid
-            .clone()
-            .unwrap_or_default();
-        let study = first.study_instance_uid.clone();
         let source = sources.get(&study, &series, &sop)?.clone();
         let (rows, columns) = (source.rows as usize, source.columns as usize);
         let frames = source.frames as usize;
