@@ -190,8 +190,12 @@ mod tls {
                 files.cert.display()
             )));
         }
-        let key = PrivateKeyDer::from_pem_file(&files.key)
-            .map_err(|e| ServeError::Tls(format!("{}: {e}", files.key.display())))?;
+        let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+            ServeError::Tls(format!(
+                "{}: no usable private key (PEM PKCS#8, PKCS#1 or SEC1 expected): {e}",
+                files.key.display()
+            ))
+        })?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
