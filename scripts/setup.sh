@@ -11,9 +11,11 @@ cd "$(dirname "$0")/.."
 # `bedside bench curate`; tesseract + libtesseract-dev, libleptonica-dev, clang (bindgen),
 # pkg-config: OCR of burned-in text; chromium: report rendering tests and the annotate
 # interface's browser tests (with OHIF); orthanc + orthanc-dicomweb: a real PACS for the serve
-# tests and the DICOMweb peer of the annotate frames benchmark.
+# tests and the DICOMweb peer of the annotate frames benchmark; postgresql: the annotation
+# server's shared database, started for the tests by scripts/postgres.sh.
 APT_PACKAGES=(dicom3tools dcmtk libgdcm-tools openssl python3-venv tesseract-ocr tesseract-ocr-eng
-  libtesseract-dev libleptonica-dev clang libclang-dev pkg-config chromium orthanc orthanc-dicomweb)
+  libtesseract-dev libleptonica-dev clang libclang-dev pkg-config chromium orthanc orthanc-dicomweb
+  postgresql)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do

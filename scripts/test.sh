@@ -13,9 +13,20 @@ stage() {
   timings+=$(printf '  %-28s %5d s' "$1" $((SECONDS - last)))$'\n'
   last=$SECONDS
 }
-trap 'printf "==> stage times\n%s  %-28s %5d s\n" "$timings" total $((SECONDS - started))' EXIT
+pg_dir=""
+finish() {
+  if [[ -n "$pg_dir" ]]; then
+    ./scripts/postgres.sh stop "$pg_dir"
+    rm -rf "$pg_dir"
+  fi
+  printf "==> stage times\n%s  %-28s %5d s\n" "$timings" total $((SECONDS - started))
+}
+trap finish EXIT
 
 BEDSIDE_SKIP_BUILD=1 ./scripts/setup.sh
+# A throwaway PostgreSQL for the annotation server's shared-database tests.
+pg_dir=$(mktemp -d)
+eval "$(./scripts/postgres.sh start "$pg_dir")"
 stage "setup"
 # Peers are installed above, so a missing one is a failure rather than a skip.
 export BEDSIDE_REQUIRE_PEERS=1
@@ -38,6 +49,12 @@ else
 fi
 cargo test --workspace --locked --doc
 stage "Rust tests"
+
+echo "==> annotation server tests again, on PostgreSQL"
+# Their fixtures each take a fresh database there instead of the data folder's SQLite file.
+BEDSIDE_ANNOTATE_TEST_POSTGRES="$BEDSIDE_TEST_POSTGRES" cargo test --workspace --locked \
+  --no-fail-fast --test access --test annotations --test collab --test crash --test exports
+stage "annotate on PostgreSQL"
 
 echo "==> fuzzing the DICOM reader (fixed seed, bounded runs)"
 # The harness also asserts its own bound (heap peak <= 16 x input + 4 MiB) on every input.

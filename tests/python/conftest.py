@@ -113,20 +113,36 @@ class AnnotateClient:
         return json.loads(data) if data else None
 
 
+class ServerRoot(str):
+    """A served root URL that also holds the server's process (`.proc`)."""
+
+    proc: subprocess.Popen
+
+
 @contextlib.contextmanager
-def annotate_server(bedside, dicom: pathlib.Path, data: pathlib.Path, users: dict, tls=None):
+def annotate_server(bedside, dicom: pathlib.Path, data: pathlib.Path, users: dict, tls=None,
+                    database=None, prepare=True):
     """Imports `dicom` into the data folder `data`, adds `users` (name -> (password,
     superuser)), serves it on a free loopback port and yields the root URL. With `tls`
-    ((certificate, key, ssl context trusting it)) it serves HTTPS."""
-    run = subprocess.run([str(bedside), "annotate", "import", str(dicom), "--data", str(data)],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    for user, (password, superuser) in users.items():
+    ((certificate, key, ssl context trusting it)) it serves HTTPS. With `database` (a
+    PostgreSQL URL) the index, accounts and annotations live there (given to `user add` through
+    BEDSIDE_DATABASE_URL, to the other commands as --database). `prepare=False` skips the
+    import and the accounts (a second server on the same data)."""
+    db_args = ["--database", database] if database else []
+    if prepare:
         run = subprocess.run(
-            [str(bedside), "annotate", "user", "add", user, "--data", str(data)]
-            + (["--superuser"] if superuser else []),
-            input=password + "\n", capture_output=True, text=True)
+            [str(bedside), "annotate", "import", str(dicom), "--data", str(data), *db_args],
+            capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
+        env = dict(os.environ)
+        if database:
+            env["BEDSIDE_DATABASE_URL"] = database
+        for user, (password, superuser) in users.items():
+            run = subprocess.run(
+                [str(bedside), "annotate", "user", "add", user, "--data", str(data)]
+                + (["--superuser"] if superuser else []),
+                input=password + "\n", capture_output=True, text=True, env=env)
+            assert run.returncode == 0, run.stderr
     port = free_port()
     extra, context, scheme = [], None, "http"
     if tls is not None:
@@ -134,7 +150,7 @@ def annotate_server(bedside, dicom: pathlib.Path, data: pathlib.Path, users: dic
         context, scheme = tls[2], "https"
     proc = subprocess.Popen(
         [str(bedside), "annotate", "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}",
-         *extra],
+         *extra, *db_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = f"{scheme}://127.0.0.1:{port}"
     deadline = time.time() + 30
@@ -149,8 +165,11 @@ def annotate_server(bedside, dicom: pathlib.Path, data: pathlib.Path, users: dic
             proc.kill()
             pytest.fail("server did not start: " + proc.stderr.read().decode(errors="replace"))
         time.sleep(0.1)
+    root = ServerRoot(root)
+    root.proc = proc
     try:
         yield root
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)

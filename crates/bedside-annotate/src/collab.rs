@@ -44,6 +44,8 @@ const ROOM_CAPACITY: usize = 4096;
 /// One broadcast message.
 #[derive(Debug)]
 pub struct Event {
+    /// Operations may have been missed: every connection takes a fresh snapshot.
+    resync: bool,
     /// The author of an annotation operation (`None` for presence, seen by all).
     author_id: Option<i64>,
     /// The study's sequence number after an annotation operation (`None` for presence).
@@ -96,19 +98,53 @@ impl Hub {
             return;
         }
         let a = &applied.annotation;
+        self.send(
+            a.project_id,
+            &a.study_instance_uid,
+            a.author_id,
+            a.seq,
+            crate::db::op_message(applied),
+        );
+    }
+
+    /// Broadcasts an operation relayed through PostgreSQL (in commit order).
+    pub fn publish_relayed(&self, op: crate::db::Relayed) {
+        self.send(
+            op.project_id,
+            &op.study_instance_uid,
+            op.author_id,
+            op.seq,
+            op.message,
+        );
+    }
+
+    fn send(&self, project: i64, study: &str, author_id: i64, seq: i64, text: String) {
         let room = {
             let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-            rooms
-                .get(&(a.project_id, a.study_instance_uid.clone()))
-                .cloned()
+            rooms.get(&(project, study.to_string())).cloned()
         };
         if let Some(room) = room {
-            let text =
-                json!({"type": "op", "op": applied.op, "seq": a.seq, "annotation": a}).to_string();
             let _ = room.tx.send(Arc::new(Event {
-                author_id: Some(a.author_id),
-                seq: Some(a.seq),
+                resync: false,
+                author_id: Some(author_id),
+                seq: Some(seq),
                 text: text.into(),
+            }));
+        }
+    }
+
+    /// Tells every connection to take a fresh snapshot (operations may have been missed).
+    pub fn resync_all(&self) {
+        let rooms: Vec<Arc<Room>> = {
+            let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            rooms.values().cloned().collect()
+        };
+        for room in rooms {
+            let _ = room.tx.send(Arc::new(Event {
+                resync: true,
+                author_id: None,
+                seq: None,
+                text: Utf8Bytes::from_static(""),
             }));
         }
     }
@@ -290,7 +326,7 @@ pub async fn run(
                             let p = json!({"type": "presence", "user": who.username, "conn": conn,
                                            "sop_instance_uid": sop_instance_uid, "frame": frame});
                             if let Ok(mut map) = room.presence.lock() { map.insert(conn, p.clone()); }
-                            let _ = room.tx.send(Arc::new(Event { author_id: None, seq: None, text: p.to_string().into() }));
+                            let _ = room.tx.send(Arc::new(Event { resync: false, author_id: None, seq: None, text: p.to_string().into() }));
                             None
                         }
                     }
@@ -332,16 +368,26 @@ pub async fn run(
             event = rx.recv() => {
                 let out = match event {
                     Ok(ev) => {
-                        if !sees_all && ev.author_id.is_some_and(|a| a != who.user_id) {
-                            continue;
-                        }
-                        if let Some(seq) = ev.seq {
-                            if seq <= known_seq {
+                        // Operations arrive numbered one by one: a gap means some were
+                        // missed (a relay that lost its connection), and the client gets a
+                        // fresh snapshot. The number is checked before blinding hides others'.
+                        let gap = ev.seq.is_some_and(|seq| seq > known_seq + 1);
+                        if ev.resync || gap {
+                            let s = snapshot(state.clone(), who.clone(), project.clone(), study.clone(), room.clone()).await;
+                            known_seq = known_seq.max(snapshot_seq(&s));
+                            Message::Text(s.to_string().into())
+                        } else {
+                            if let Some(seq) = ev.seq {
+                                if seq <= known_seq {
+                                    continue;
+                                }
+                                known_seq = seq;
+                            }
+                            if !sees_all && ev.author_id.is_some_and(|a| a != who.user_id) {
                                 continue;
                             }
-                            known_seq = seq;
+                            Message::Text(ev.text.clone())
                         }
-                        Message::Text(ev.text.clone())
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let s = snapshot(state.clone(), who.clone(), project.clone(), study.clone(), room.clone()).await;
@@ -362,6 +408,7 @@ pub async fn run(
     if had_presence {
         let left = json!({"type": "presence", "user": who.username, "conn": conn, "left": true});
         let _ = room.tx.send(Arc::new(Event {
+            resync: false,
             author_id: None,
             seq: None,
             text: left.to_string().into(),

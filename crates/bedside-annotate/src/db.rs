@@ -1,29 +1,33 @@
-//! Accounts, sessions, projects and annotations in the data folder's SQLite database.
+//! Accounts, sessions, projects and annotations, in the data folder's SQLite database or in
+//! PostgreSQL.
 //!
-//! Writes go through one connection with `synchronous = FULL`, so an operation the server has
-//! acknowledged survives a crash of the process or the machine; reads use a second connection
-//! (WAL lets them run beside a write). Every change writes an `audit` row in the same
+//! With SQLite, writes go through one connection with `synchronous = FULL`, so an operation
+//! the server has acknowledged survives a crash of the process or the machine; reads use a
+//! second connection (WAL lets them run beside a write). With PostgreSQL, several servers share
+//! the database: an annotation operation locks its study's row first, so operations on a study
+//! are numbered and committed one at a time whichever server takes them, and each is written to
+//! `op_log` and announced on a channel from which every server relays it to its own WebSocket
+//! connections (see [`AnnotateDb::relay`]). Every change writes an `audit` row in the same
 //! transaction.
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::model::{self, LabelSchema, Location, Resolved, Role};
-use crate::store::OpenError;
+use crate::sql::{Conns, Database, Dialect, Exec, OpenError, Row, SqlError, args};
 
 /// A database failure or a refused request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DbError {
-    /// SQLite failed.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] SqlError),
     /// Something named does not exist (or is not visible to the caller).
     #[error("not found: {0}")]
     NotFound(String),
@@ -202,8 +206,8 @@ pub struct Applied {
 
 /// The database handle shared by the server.
 pub struct AnnotateDb {
-    write: Mutex<Connection>,
-    read: Mutex<Connection>,
+    db: Conns,
+    pool: Option<Arc<crate::sql::PgPool>>,
 }
 
 impl std::fmt::Debug for AnnotateDb {
@@ -265,16 +269,16 @@ fn verify_password(hash: &str, password: &str) -> bool {
 
 /// Writes an audit row.
 fn audit(
-    tx: &Connection,
+    tx: &mut dyn Exec,
     user: Option<i64>,
     project: Option<i64>,
     action: &str,
     target: &str,
     detail: &Value,
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), SqlError> {
     tx.execute(
         "INSERT INTO audit (at, user_id, project_id, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        params![now_ms(), user, project, action, target, detail.to_string()],
+        args![now_ms(), user, project, action, target, detail.to_string()],
     )?;
     Ok(())
 }
@@ -286,44 +290,50 @@ const ANNOTATION_COLUMNS: &str = "a.id, a.project_id, a.study_instance_uid, a.se
 const ANNOTATION_FROM: &str = "annotations a JOIN users u ON u.id = a.author_id
     JOIN users w ON w.id = a.updated_by";
 
-fn annotation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Annotation> {
-    let payload: String = r.get(8)?;
-    let measurement: Option<String> = r.get(9)?;
+fn annotation_row(r: &Row) -> Result<Annotation, SqlError> {
+    let payload = r.text(8)?;
+    let measurement = r.opt_text(9)?;
     Ok(Annotation {
-        id: r.get(0)?,
-        project_id: r.get(1)?,
-        study_instance_uid: r.get(2)?,
+        id: r.text(0)?,
+        project_id: r.int(1)?,
+        study_instance_uid: r.text(2)?,
         location: Location {
-            series_instance_uid: r.get(3)?,
-            sop_instance_uid: r.get(4)?,
-            frame: r.get(5)?,
+            series_instance_uid: r.opt_text(3)?,
+            sop_instance_uid: r.opt_text(4)?,
+            frame: r.opt_int(5)?,
         },
-        kind: r.get(6)?,
-        name: r.get(7)?,
+        kind: r.text(6)?,
+        name: r.text(7)?,
         payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
         measurement: measurement.and_then(|m| serde_json::from_str(&m).ok()),
-        author: r.get(10)?,
-        author_id: r.get(11)?,
-        created_at: r.get(12)?,
-        updated_at: r.get(13)?,
-        updated_by: r.get(14)?,
-        version: r.get(15)?,
-        seq: r.get(16)?,
-        deleted: r.get::<_, i64>(17)? != 0,
+        author: r.text(10)?,
+        author_id: r.int(11)?,
+        created_at: r.int(12)?,
+        updated_at: r.int(13)?,
+        updated_by: r.text(14)?,
+        version: r.int(15)?,
+        seq: r.int(16)?,
+        deleted: r.flag(17)?,
     })
 }
 
-fn load_annotation(c: &Connection, id: &str) -> Result<Option<Annotation>, rusqlite::Error> {
-    c.query_row(
-        &format!("SELECT {ANNOTATION_COLUMNS} FROM {ANNOTATION_FROM} WHERE a.id = ?"),
-        params![id],
-        annotation_row,
-    )
-    .optional()
+fn annotation_rows(rows: Vec<Row>) -> Result<Vec<Annotation>, SqlError> {
+    rows.iter().map(annotation_row).collect()
 }
 
-fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, bool, String)> {
-    Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?))
+fn load_annotation(c: &mut dyn Exec, id: &str) -> Result<Option<Annotation>, SqlError> {
+    c.query_opt(
+        &format!("SELECT {ANNOTATION_COLUMNS} FROM {ANNOTATION_FROM} WHERE a.id = ?"),
+        args![id],
+    )?
+    .map(|r| annotation_row(&r))
+    .transpose()
+}
+
+const PROJECT_COLUMNS: &str = "SELECT id, name, blinded, label_schema FROM projects";
+
+fn project_row(r: &Row) -> Result<(i64, String, bool, String), SqlError> {
+    Ok((r.int(0)?, r.text(1)?, r.flag(2)?, r.text(3)?))
 }
 
 fn to_project((id, name, blinded, schema): (i64, String, bool, String)) -> Project {
@@ -339,59 +349,50 @@ fn to_project((id, name, blinded, schema): (i64, String, bool, String)) -> Proje
     }
 }
 
-fn role_of(c: &Connection, who: &Principal, project: i64) -> Result<Option<Role>, DbError> {
-    let exists: bool = c
-        .query_row(
-            "SELECT 1 FROM projects WHERE id = ?",
-            params![project],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    if !exists {
+fn user_id(c: &mut dyn Exec, username: &str) -> Result<i64, DbError> {
+    c.query_opt("SELECT id FROM users WHERE username = ?", args![username])?
+        .ok_or_else(|| DbError::NotFound(format!("user {username}")))?
+        .int(0)
+        .map_err(DbError::from)
+}
+
+fn role_of(c: &mut dyn Exec, who: &Principal, project: i64) -> Result<Option<Role>, DbError> {
+    if !c.exists("SELECT 1 FROM projects WHERE id = ?", args![project])? {
         return Ok(None);
     }
     if who.superuser {
         return Ok(Some(Role::Admin));
     }
-    let role: Option<String> = c
-        .query_row(
+    let role = c
+        .query_opt(
             "SELECT role FROM memberships WHERE project_id = ? AND user_id = ?",
-            params![project, who.user_id],
-            |r| r.get(0),
-        )
-        .optional()?;
+            args![project, who.user_id],
+        )?
+        .map(|r| r.text(0))
+        .transpose()?;
     Ok(role.as_deref().and_then(Role::parse))
 }
 
 fn study_visible(
-    c: &Connection,
+    c: &mut dyn Exec,
     who: &Principal,
     role: Role,
     project: i64,
     study: &str,
 ) -> Result<bool, DbError> {
-    let in_project = c
-        .query_row(
-            "SELECT 1 FROM project_studies WHERE project_id = ? AND study_instance_uid = ?",
-            params![project, study],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    if !in_project {
+    if !c.exists(
+        "SELECT 1 FROM project_studies WHERE project_id = ? AND study_instance_uid = ?",
+        args![project, study],
+    )? {
         return Ok(false);
     }
     if role != Role::Annotator {
         return Ok(true);
     }
-    Ok(c.query_row(
+    Ok(c.exists(
         "SELECT 1 FROM assignments WHERE project_id = ? AND study_instance_uid = ? AND user_id = ?",
-        params![project, study, who.user_id],
-        |_| Ok(()),
-    )
-    .optional()?
-    .is_some())
+        args![project, study, who.user_id],
+    )?)
 }
 
 /// The instance facts a measurement needs.
@@ -403,26 +404,24 @@ struct InstanceFacts {
 }
 
 fn instance_facts(
-    c: &Connection,
+    c: &mut dyn Exec,
     study: &str,
     loc: &Location,
 ) -> Result<Option<InstanceFacts>, DbError> {
     let (Some(series), Some(sop)) = (&loc.series_instance_uid, &loc.sop_instance_uid) else {
         return Ok(None);
     };
-    let row: Option<(i64, String)> = c
-        .query_row(
-            "SELECT number_of_frames, attributes FROM instances
-             WHERE sop_instance_uid = ? AND series_instance_uid = ? AND study_instance_uid = ?",
-            params![sop, series, study],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((frames, attrs)) = row else {
+    let row = c.query_opt(
+        "SELECT number_of_frames, attributes FROM instances
+         WHERE sop_instance_uid = ? AND series_instance_uid = ? AND study_instance_uid = ?",
+        args![sop, series, study],
+    )?;
+    let Some(row) = row else {
         return Err(DbError::NotFound(
             "no such instance in this study and series".into(),
         ));
     };
+    let (frames, attrs) = (row.int(0)?, row.text(1)?);
     let attributes = match serde_json::from_str::<Value>(&attrs) {
         Ok(Value::Object(m)) => m,
         _ => return Err(DbError::Invalid("stored attributes are unreadable".into())),
@@ -449,7 +448,7 @@ type Validated = (Value, Option<Value>, Option<Vec<u8>>);
 /// Checks a new annotation against the schema and the image; returns the payload to store,
 /// the computed measurement and the compressed mask.
 fn validate(
-    c: &Connection,
+    c: &mut dyn Exec,
     schema: &LabelSchema,
     study: &str,
     location: &Location,
@@ -475,17 +474,12 @@ fn validate(
     }
     if let Some(series) = &location.series_instance_uid
         && location.sop_instance_uid.is_none()
+        && !c.exists(
+            "SELECT 1 FROM series WHERE series_instance_uid = ? AND study_instance_uid = ?",
+            args![series, study],
+        )?
     {
-        let found = c
-            .query_row(
-                "SELECT 1 FROM series WHERE series_instance_uid = ? AND study_instance_uid = ?",
-                params![series, study],
-                |_| Ok(()),
-            )
-            .optional()?;
-        if found.is_none() {
-            return Err(DbError::NotFound("no such series in this study".into()));
-        }
+        return Err(DbError::NotFound("no such series in this study".into()));
     }
     let facts = instance_facts(c, study, location)?;
     if let (Some(f), Some(frame)) = (&facts, location.frame)
@@ -518,27 +512,109 @@ fn validate(
     }
 }
 
+fn require_admin(c: &mut dyn Exec, who: &Principal, project: i64) -> Result<(), DbError> {
+    match role_of(c, who, project)? {
+        Some(Role::Admin) => Ok(()),
+        Some(r) => Err(DbError::Forbidden(format!(
+            "a {} cannot manage the project",
+            r.as_str()
+        ))),
+        None => Err(DbError::NotFound("project".into())),
+    }
+}
+
+/// A committed operation as relayed between servers sharing a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    /// Project.
+    pub project_id: i64,
+    /// Study.
+    pub study_instance_uid: String,
+    /// The annotation's author (for blinding).
+    pub author_id: i64,
+    /// The study's operation number.
+    pub seq: i64,
+    /// The WebSocket message (`{"type": "op", …}`).
+    pub message: String,
+}
+
+/// The WebSocket message announcing an applied operation.
+pub fn op_message(applied: &Applied) -> String {
+    let a = &applied.annotation;
+    json!({"type": "op", "op": applied.op, "seq": a.seq, "annotation": a}).to_string()
+}
+
 impl AnnotateDb {
     /// Opens the database of a data folder (created and migrated if needed).
     pub fn open(data: &Path) -> Result<Self, OpenError> {
-        std::fs::create_dir_all(data).map_err(|source| OpenError::CreateFolder {
-            path: data.to_path_buf(),
-            source,
-        })?;
-        let write = crate::store::connect(data, "FULL")?;
-        let read = crate::store::connect(data, "FULL")?;
+        Self::with_database(&Database::open(data, None)?)
+    }
+
+    /// Uses an opened [`Database`] (SQLite or PostgreSQL).
+    pub fn with_database(db: &Database) -> Result<Self, OpenError> {
         Ok(Self {
-            write: Mutex::new(write),
-            read: Mutex::new(read),
+            db: Conns::open(db, "FULL")?,
+            pool: match db {
+                Database::Postgres(p) => Some(p.clone()),
+                Database::Sqlite(_) => None,
+            },
         })
     }
 
-    fn w(&self) -> Result<std::sync::MutexGuard<'_, Connection>, DbError> {
-        self.write.lock().map_err(|_| DbError::Poisoned)
+    /// The engine.
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect()
     }
 
-    fn r(&self) -> Result<std::sync::MutexGuard<'_, Connection>, DbError> {
-        self.read.lock().map_err(|_| DbError::Poisoned)
+    /// With PostgreSQL, relays every operation committed by any server sharing the database
+    /// (this one included) to `deliver`, in commit order, from a thread of its own, and calls
+    /// `resync` whenever operations may have been missed (after the listener (re)connects).
+    /// The thread ends within a second once `alive` returns false. With SQLite, operations are
+    /// delivered by [`AnnotateDb::apply`]'s `on_commit` instead and this does nothing.
+    pub fn relay(
+        &self,
+        alive: impl Fn() -> bool + Send + 'static,
+        deliver: impl Fn(Relayed) + Send + 'static,
+        resync: impl Fn() + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Some(pool) = self.pool.clone() else {
+            return Ok(());
+        };
+        let reader = Conns::Postgres(pool.clone());
+        crate::sql::listen(
+            pool,
+            crate::sql::OPS_CHANNEL,
+            alive,
+            move |payload| {
+                let Ok(id) = payload.parse::<i64>() else {
+                    return;
+                };
+                let got = reader.read(|c| {
+                    c.query_opt(
+                        "SELECT project_id, study_instance_uid, author_id, seq, message FROM op_log WHERE id = ?",
+                        args![id],
+                    )?
+                    .map(|r| {
+                        Ok::<_, SqlError>(Relayed {
+                            project_id: r.int(0)?,
+                            study_instance_uid: r.text(1)?,
+                            author_id: r.int(2)?,
+                            seq: r.int(3)?,
+                            message: r.text(4)?,
+                        })
+                    })
+                    .transpose()
+                });
+                match got {
+                    Ok(Some(op)) => deliver(op),
+                    // Pruned already, or unreadable: connections notice the gap and resync.
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read a relayed operation"),
+                }
+            },
+            resync,
+        )
+        .map(drop)
     }
 
     // ---- users and sessions ----
@@ -556,71 +632,56 @@ impl AnnotateDb {
             ));
         }
         let hash = hash_password(password)?;
-        let mut c = self.w()?;
-        let tx = c.transaction()?;
-        let exists = tx
-            .query_row(
-                "SELECT 1 FROM users WHERE username = ?",
-                params![username],
-                |_| Ok(()),
-            )
-            .optional()?;
-        if exists.is_some() {
-            return Err(DbError::Exists(format!("user {username}")));
-        }
-        tx.execute(
-            "INSERT INTO users (username, password_hash, superuser, created_at) VALUES (?, ?, ?, ?)",
-            params![username, hash, superuser as i64, now_ms()],
-        )?;
-        let id = tx.last_insert_rowid();
-        audit(
-            &tx,
-            None,
-            None,
-            "user.add",
-            &format!("user:{id}"),
-            &json!({"username": username, "superuser": superuser}),
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.db.write(|tx| {
+            if tx.exists("SELECT 1 FROM users WHERE username = ?", args![username])? {
+                return Err(DbError::Exists(format!("user {username}")));
+            }
+            let id = tx
+                .query_one(
+                    "INSERT INTO users (username, password_hash, superuser, created_at) VALUES (?, ?, ?, ?)
+                     RETURNING id",
+                    args![username, hash.as_str(), superuser, now_ms()],
+                )?
+                .int(0)?;
+            audit(
+                tx,
+                None,
+                None,
+                "user.add",
+                &format!("user:{id}"),
+                &json!({"username": username, "superuser": superuser}),
+            )?;
+            Ok(())
+        })
     }
 
     /// Lists the users with their memberships.
     pub fn list_users(&self) -> Result<Vec<UserInfo>, DbError> {
-        let c = self.r()?;
-        let mut stmt =
-            c.prepare("SELECT id, username, superuser, created_at FROM users ORDER BY username")?;
-        let users = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)? != 0,
-                    r.get::<_, i64>(3)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut out = Vec::new();
-        let mut m = c.prepare(
-            "SELECT p.name, m.role FROM memberships m JOIN projects p ON p.id = m.project_id
-             WHERE m.user_id = ? ORDER BY p.name",
-        )?;
-        for (id, username, superuser, created_at) in users {
-            let projects = m
-                .query_map(params![id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })?
-                .filter_map(|r| r.ok())
-                .filter_map(|(p, role)| Role::parse(&role).map(|r| (p, r)))
-                .collect();
-            out.push(UserInfo {
-                username,
-                superuser,
-                created_at,
-                projects,
-            });
-        }
-        Ok(out)
+        self.db.read(|c| {
+            let users = c.query(
+                "SELECT id, username, superuser, created_at FROM users ORDER BY username",
+                &[],
+            )?;
+            let mut out = Vec::new();
+            for u in users {
+                let projects = c
+                    .query(
+                        "SELECT p.name, m.role FROM memberships m JOIN projects p ON p.id = m.project_id
+                         WHERE m.user_id = ? ORDER BY p.name",
+                        args![u.int(0)?],
+                    )?
+                    .iter()
+                    .filter_map(|r| Some((r.text(0).ok()?, Role::parse(&r.text(1).ok()?)?)))
+                    .collect();
+                out.push(UserInfo {
+                    username: u.text(1)?,
+                    superuser: u.flag(2)?,
+                    created_at: u.int(3)?,
+                    projects,
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// Checks a password and opens a session of `ttl_secs`; returns the principal and the
@@ -632,15 +693,14 @@ impl AnnotateDb {
         password: &str,
         ttl_secs: i64,
     ) -> Result<Option<(Principal, String)>, DbError> {
-        let row: Option<(i64, String, bool)> = {
-            let c = self.r()?;
-            c.query_row(
+        let row = self.db.read(|c| {
+            c.query_opt(
                 "SELECT id, password_hash, superuser FROM users WHERE username = ?",
-                params![username],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
-            )
-            .optional()?
-        };
+                args![username],
+            )?
+            .map(|r| Ok::<_, SqlError>((r.int(0)?, r.text(1)?, r.flag(2)?)))
+            .transpose()
+        })?;
         let Some((user_id, hash, superuser)) = row else {
             // Same work as a real check, so response times do not reveal which names exist.
             static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -649,36 +709,36 @@ impl AnnotateDb {
             return Ok(None);
         };
         if !verify_password(&hash, password) {
-            let c = self.w()?;
-            audit(
-                &c,
-                Some(user_id),
-                None,
-                "login.failed",
-                &format!("user:{user_id}"),
-                &json!({}),
-            )?;
+            self.db.write(|tx| {
+                audit(
+                    tx,
+                    Some(user_id),
+                    None,
+                    "login.failed",
+                    &format!("user:{user_id}"),
+                    &json!({}),
+                )
+            })?;
             return Ok(None);
         }
         let token = random_hex(32)?;
         let csrf = random_hex(32)?;
         let now = now_ms();
-        let mut c = self.w()?;
-        let tx = c.transaction()?;
-        tx.execute("DELETE FROM sessions WHERE expires_at < ?", params![now])?;
-        tx.execute(
-            "INSERT INTO sessions (token_sha256, user_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-            params![token_digest(&token), user_id, csrf, now, now + ttl_secs * 1000],
-        )?;
-        audit(
-            &tx,
-            Some(user_id),
-            None,
-            "login",
-            &format!("user:{user_id}"),
-            &json!({}),
-        )?;
-        tx.commit()?;
+        self.db.write(|tx| {
+            tx.execute("DELETE FROM sessions WHERE expires_at < ?", args![now])?;
+            tx.execute(
+                "INSERT INTO sessions (token_sha256, user_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                args![token_digest(&token), user_id, csrf.as_str(), now, now + ttl_secs * 1000],
+            )?;
+            audit(
+                tx,
+                Some(user_id),
+                None,
+                "login",
+                &format!("user:{user_id}"),
+                &json!({}),
+            )
+        })?;
         Ok(Some((
             Principal {
                 user_id,
@@ -692,41 +752,40 @@ impl AnnotateDb {
 
     /// The principal of a live session.
     pub fn session(&self, token: &str) -> Result<Option<Principal>, DbError> {
-        let c = self.r()?;
-        Ok(c.query_row(
-            "SELECT u.id, u.username, u.superuser, s.csrf FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.token_sha256 = ? AND s.expires_at > ?",
-            params![token_digest(token), now_ms()],
-            |r| {
-                Ok(Principal {
-                    user_id: r.get(0)?,
-                    username: r.get(1)?,
-                    superuser: r.get::<_, i64>(2)? != 0,
-                    csrf: r.get(3)?,
+        Ok(self.db.read(|c| {
+            c.query_opt(
+                "SELECT u.id, u.username, u.superuser, s.csrf FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.token_sha256 = ? AND s.expires_at > ?",
+                args![token_digest(token), now_ms()],
+            )?
+            .map(|r| {
+                Ok::<_, SqlError>(Principal {
+                    user_id: r.int(0)?,
+                    username: r.text(1)?,
+                    superuser: r.flag(2)?,
+                    csrf: r.text(3)?,
                 })
-            },
-        )
-        .optional()?)
+            })
+            .transpose()
+        })?)
     }
 
     /// Ends a session.
     pub fn logout(&self, token: &str, who: &Principal) -> Result<(), DbError> {
-        let mut c = self.w()?;
-        let tx = c.transaction()?;
-        tx.execute(
-            "DELETE FROM sessions WHERE token_sha256 = ?",
-            params![token_digest(token)],
-        )?;
-        audit(
-            &tx,
-            Some(who.user_id),
-            None,
-            "logout",
-            &format!("user:{}", who.user_id),
-            &json!({}),
-        )?;
-        tx.commit()?;
-        Ok(())
+        Ok(self.db.write(|tx| {
+            tx.execute(
+                "DELETE FROM sessions WHERE token_sha256 = ?",
+                args![token_digest(token)],
+            )?;
+            audit(
+                tx,
+                Some(who.user_id),
+                None,
+                "logout",
+                &format!("user:{}", who.user_id),
+                &json!({}),
+            )
+        })?)
     }
 
     // ---- projects ----
@@ -734,8 +793,7 @@ impl AnnotateDb {
     /// The caller's role in a project (superusers are admins everywhere); `None` when the
     /// project does not exist or the caller is not a member.
     pub fn role(&self, who: &Principal, project: i64) -> Result<Option<Role>, DbError> {
-        let c = self.r()?;
-        role_of(&c, who, project)
+        self.db.read(|c| role_of(c, who, project))
     }
 
     /// Whether the caller is an admin of at least one project (or a superuser).
@@ -743,14 +801,12 @@ impl AnnotateDb {
         if who.superuser {
             return Ok(true);
         }
-        let c = self.r()?;
-        Ok(c.query_row(
-            "SELECT 1 FROM memberships WHERE user_id = ? AND role = 'admin' LIMIT 1",
-            params![who.user_id],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
+        Ok(self.db.read(|c| {
+            c.exists(
+                "SELECT 1 FROM memberships WHERE user_id = ? AND role = 'admin' LIMIT 1",
+                args![who.user_id],
+            )
+        })?)
     }
 
     /// Creates a project (superusers only).
@@ -770,34 +826,28 @@ impl AnnotateDb {
             ));
         }
         let parsed = LabelSchema::parse(schema).map_err(DbError::Invalid)?;
-        let mut c = self.w()?;
-        let tx = c.transaction()?;
-        if tx
-            .query_row(
-                "SELECT 1 FROM projects WHERE name = ?",
-                params![name],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some()
-        {
-            return Err(DbError::Exists(format!("project {name:?}")));
-        }
         let stored = serde_json::to_string(&parsed).map_err(|e| DbError::Invalid(e.to_string()))?;
-        tx.execute(
-            "INSERT INTO projects (name, blinded, label_schema, created_at) VALUES (?, ?, ?, ?)",
-            params![name, blinded as i64, stored, now_ms()],
-        )?;
-        let id = tx.last_insert_rowid();
-        audit(
-            &tx,
-            Some(who.user_id),
-            Some(id),
-            "project.create",
-            &format!("project:{id}"),
-            &json!({"name": name, "blinded": blinded, "schema": parsed}),
-        )?;
-        tx.commit()?;
+        let id = self.db.write(|tx| {
+            if tx.exists("SELECT 1 FROM projects WHERE name = ?", args![name])? {
+                return Err(DbError::Exists(format!("project {name:?}")));
+            }
+            let id = tx
+                .query_one(
+                    "INSERT INTO projects (name, blinded, label_schema, created_at) VALUES (?, ?, ?, ?)
+                     RETURNING id",
+                    args![name, blinded, stored.as_str(), now_ms()],
+                )?
+                .int(0)?;
+            audit(
+                tx,
+                Some(who.user_id),
+                Some(id),
+                "project.create",
+                &format!("project:{id}"),
+                &json!({"name": name, "blinded": blinded, "schema": parsed}),
+            )?;
+            Ok(id)
+        })?;
         Ok(Project {
             id,
             name: name.to_string(),
@@ -808,30 +858,31 @@ impl AnnotateDb {
 
     /// A project by id.
     pub fn project(&self, id: i64) -> Result<Option<Project>, DbError> {
-        let c = self.r()?;
-        Ok(c.query_row(
-            "SELECT id, name, blinded, label_schema FROM projects WHERE id = ?",
-            params![id],
-            project_row,
-        )
-        .optional()?
-        .map(to_project))
+        Ok(self
+            .db
+            .read(|c| {
+                c.query_opt(&format!("{PROJECT_COLUMNS} WHERE id = ?"), args![id])?
+                    .map(|r| project_row(&r))
+                    .transpose()
+            })?
+            .map(to_project))
     }
 
     /// The projects the caller belongs to (all for superusers), with their role.
     pub fn projects(&self, who: &Principal) -> Result<Vec<(Project, Role)>, DbError> {
-        let c = self.r()?;
-        let mut stmt = c.prepare(
-            "SELECT p.id, p.name, p.blinded, p.label_schema, m.role FROM projects p
-             LEFT JOIN memberships m ON m.project_id = p.id AND m.user_id = ?
-             WHERE ? OR m.role IS NOT NULL ORDER BY p.name",
-        )?;
-        let rows = stmt.query_map(params![who.user_id, who.superuser], |r| {
-            Ok((project_row(r)?, r.get::<_, Option<String>>(4)?))
+        let rows = self.db.read(|c| {
+            c.query(
+                "SELECT p.id, p.name, p.blinded, p.label_schema, m.role FROM projects p
+                 LEFT JOIN memberships m ON m.project_id = p.id AND m.user_id = ?
+                 WHERE ? = 1 OR m.role IS NOT NULL ORDER BY p.name",
+                args![who.user_id, who.superuser],
+            )?
+            .iter()
+            .map(|r| Ok::<_, SqlError>((project_row(r)?, r.opt_text(4)?)))
+            .collect::<Result<Vec<_>, _>>()
         })?;
         let mut out = Vec::new();
-        for row in rows {
-            let (p, role) = row?;
+        for (p, role) in rows {
             let role = if who.superuser {
                 Role::Admin
             } else {
@@ -857,36 +908,38 @@ impl AnnotateDb {
             .map(LabelSchema::parse)
             .transpose()
             .map_err(DbError::Invalid)?;
-        let mut c = self.w()?;
-        let tx = c.transaction()?;
-        require_admin(&tx, who, project)?;
-        if let Some(b) = blinded {
-            tx.execute(
-                "UPDATE projects SET blinded = ? WHERE id = ?",
-                params![b as i64, project],
+        let text = parsed
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| DbError::Invalid(e.to_string()))?;
+        let p = self.db.write(|tx| {
+            require_admin(tx, who, project)?;
+            if let Some(b) = blinded {
+                tx.execute(
+                    "UPDATE projects SET blinded = ? WHERE id = ?",
+                    args![b, project],
+                )?;
+            }
+            if let Some(text) = &text {
+                tx.execute(
+                    "UPDATE projects SET label_schema = ? WHERE id = ?",
+                    args![text, project],
+                )?;
+            }
+            audit(
+                tx,
+                Some(who.user_id),
+                Some(project),
+                "project.update",
+                &format!("project:{project}"),
+                &json!({"blinded": blinded, "schema": parsed}),
             )?;
-        }
-        if let Some(s) = &parsed {
-            let text = serde_json::to_string(s).map_err(|e| DbError::Invalid(e.to_string()))?;
-            tx.execute(
-                "UPDATE projects SET label_schema = ? WHERE id = ?",
-                params![text, project],
-            )?;
-        }
-        audit(
-            &tx,
-            Some(who.user_id),
-            Some(project),
-            "project.update",
-            &format!("project:{project}"),
-            &json!({"blinded": blinded, "schema": parsed}),
-        )?;
-        let p = tx.query_row(
-            "SELECT id, name, blinded, label_schema FROM projects WHERE id = ?",
-            params![project],
-            project_row,
-        )?;
-        tx.commit()?;
+            Ok::<_, DbError>(project_row(&tx.query_one(
+                &format!("{PROJECT_COLUMNS} WHERE id = ?"),
+                args![project],
+            )?)?)
+        })?;
         Ok(to_project(p))
     }
 
@@ -898,92 +951,77 @@ impl AnnotateDb {
         username: &str,
         role: Option<Role>,
     ) -> Result<(), DbError> {
-        let mut c = self.w()?;
-        let tx = c.transaction()?;
-        require_admin(&tx, who, project)?;
-        let user: i64 = tx
-            .query_row(
-                "SELECT id FROM users WHERE username = ?",
-                params![username],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| DbError::NotFound(format!("user {username}")))?;
-        match role {
-            Some(r) => tx.execute(
-                "INSERT INTO memberships (project_id, user_id, role) VALUES (?, ?, ?)
-                 ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
-                params![project, user, r.as_str()],
-            )?,
-            None => tx.execute(
-                "DELETE FROM memberships WHERE project_id = ? AND user_id = ?",
-                params![project, user],
-            )?,
-        };
-        audit(
-            &tx,
-            Some(who.user_id),
-            Some(project),
-            if role.is_some() {
-                "member.set"
-            } else {
-                "member.remove"
-            },
-            &format!("user:{user}"),
-            &json!({"username": username, "role": role}),
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.db.write(|tx| {
+            require_admin(tx, who, project)?;
+            let user = user_id(tx, username)?;
+            match role {
+                Some(r) => tx.execute(
+                    "INSERT INTO memberships (project_id, user_id, role) VALUES (?, ?, ?)
+                     ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+                    args![project, user, r.as_str()],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM memberships WHERE project_id = ? AND user_id = ?",
+                    args![project, user],
+                )?,
+            };
+            audit(
+                tx,
+                Some(who.user_id),
+                Some(project),
+                if role.is_some() {
+                    "member.set"
+                } else {
+                    "member.remove"
+                },
+                &format!("user:{user}"),
+                &json!({"username": username, "role": role}),
+            )?;
+            Ok(())
+        })
     }
 
     /// The members of a project.
     pub fn members(&self, project: i64) -> Result<Vec<(String, Role)>, DbError> {
-        let c = self.r()?;
-        let mut stmt = c.prepare(
-            "SELECT u.username, m.role FROM memberships m JOIN users u ON u.id = m.user_id
-             WHERE m.project_id = ? ORDER BY u.username",
-        )?;
-        let rows = stmt
-            .query_map(params![project], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(u, r)| Role::parse(&r).map(|r| (u, r)))
-            .collect())
+        Ok(self.db.read(|c| {
+            Ok::<_, SqlError>(
+                c.query(
+                    "SELECT u.username, m.role FROM memberships m JOIN users u ON u.id = m.user_id
+                     WHERE m.project_id = ? ORDER BY u.username",
+                    args![project],
+                )?
+                .iter()
+                .filter_map(|r| Some((r.text(0).ok()?, Role::parse(&r.text(1).ok()?)?)))
+                .collect(),
+            )
+        })?)
     }
 
     /// Adds a stored study to a project (admins).
     pub fn add_study(&self, who: &Principal, project: i64, study: &str) -> Result<(), DbError> {
-        let mut c = self.w()?;
-        let tx = c.transaction()?;
-        require_admin(&tx, who, project)?;
-        if tx
-            .query_row(
+        self.db.write(|tx| {
+            require_admin(tx, who, project)?;
+            if !tx.exists(
                 "SELECT 1 FROM studies WHERE study_instance_uid = ?",
-                params![study],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_none()
-        {
-            return Err(DbError::NotFound("no such study in the store".into()));
-        }
-        tx.execute(
-            "INSERT OR IGNORE INTO project_studies (project_id, study_instance_uid) VALUES (?, ?)",
-            params![project, study],
-        )?;
-        audit(
-            &tx,
-            Some(who.user_id),
-            Some(project),
-            "study.add",
-            &format!("study:{study}"),
-            &json!({}),
-        )?;
-        tx.commit()?;
-        Ok(())
+                args![study],
+            )? {
+                return Err(DbError::NotFound("no such study in the store".into()));
+            }
+            tx.execute(
+                "INSERT INTO project_studies (project_id, study_instance_uid) VALUES (?, ?)
+                 ON CONFLICT DO NOTHING",
+                args![project, study],
+            )?;
+            audit(
+                tx,
+                Some(who.user_id),
+                Some(project),
+                "study.add",
+                &format!("study:{study}"),
+                &json!({}),
+            )?;
+            Ok(())
+        })
     }
 
     /// Assigns a study to an annotator, or withdraws it (admins).
@@ -995,53 +1033,41 @@ impl AnnotateDb {
         username: &str,
         assigned: bool,
     ) -> Result<(), DbError> {
-        let mut c = self.w()?;
-        let tx = c.transaction()?;
-        require_admin(&tx, who, project)?;
-        let user: i64 = tx
-            .query_row(
-                "SELECT id FROM users WHERE username = ?",
-                params![username],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| DbError::NotFound(format!("user {username}")))?;
-        if tx
-            .query_row(
+        self.db.write(|tx| {
+            require_admin(tx, who, project)?;
+            let user = user_id(tx, username)?;
+            if !tx.exists(
                 "SELECT 1 FROM project_studies WHERE project_id = ? AND study_instance_uid = ?",
-                params![project, study],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_none()
-        {
-            return Err(DbError::NotFound("the study is not in this project".into()));
-        }
-        if assigned {
-            tx.execute(
-                "INSERT OR IGNORE INTO assignments (project_id, study_instance_uid, user_id) VALUES (?, ?, ?)",
-                params![project, study, user],
-            )?;
-        } else {
-            tx.execute(
-                "DELETE FROM assignments WHERE project_id = ? AND study_instance_uid = ? AND user_id = ?",
-                params![project, study, user],
-            )?;
-        }
-        audit(
-            &tx,
-            Some(who.user_id),
-            Some(project),
+                args![project, study],
+            )? {
+                return Err(DbError::NotFound("the study is not in this project".into()));
+            }
             if assigned {
-                "study.assign"
+                tx.execute(
+                    "INSERT INTO assignments (project_id, study_instance_uid, user_id) VALUES (?, ?, ?)
+                     ON CONFLICT DO NOTHING",
+                    args![project, study, user],
+                )?;
             } else {
-                "study.unassign"
-            },
-            &format!("study:{study}"),
-            &json!({"username": username}),
-        )?;
-        tx.commit()?;
-        Ok(())
+                tx.execute(
+                    "DELETE FROM assignments WHERE project_id = ? AND study_instance_uid = ? AND user_id = ?",
+                    args![project, study, user],
+                )?;
+            }
+            audit(
+                tx,
+                Some(who.user_id),
+                Some(project),
+                if assigned {
+                    "study.assign"
+                } else {
+                    "study.unassign"
+                },
+                &format!("study:{study}"),
+                &json!({"username": username}),
+            )?;
+            Ok(())
+        })
     }
 
     /// The project's studies the caller may open (annotators: those assigned to them).
@@ -1051,40 +1077,41 @@ impl AnnotateDb {
         project: i64,
         role: Role,
     ) -> Result<Vec<ProjectStudy>, DbError> {
-        let c = self.r()?;
-        let mut stmt = c.prepare(
+        let names = self.dialect().group_concat("u.username");
+        let sql = format!(
             "SELECT ps.study_instance_uid, ps.seq,
-                (SELECT group_concat(u.username, ',') FROM assignments a JOIN users u ON u.id = a.user_id
+                (SELECT {names} FROM assignments a JOIN users u ON u.id = a.user_id
                  WHERE a.project_id = ps.project_id AND a.study_instance_uid = ps.study_instance_uid)
-             FROM project_studies ps WHERE ps.project_id = ?1
-               AND (?2 OR EXISTS (SELECT 1 FROM assignments a WHERE a.project_id = ps.project_id
-                     AND a.study_instance_uid = ps.study_instance_uid AND a.user_id = ?3))
-             ORDER BY ps.study_instance_uid",
-        )?;
-        let rows = stmt.query_map(
-            params![project, role != Role::Annotator, who.user_id],
-            |r| {
-                let assignees: Option<String> = r.get(2)?;
-                let mut assignees: Vec<String> = assignees
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                assignees.sort();
-                Ok(ProjectStudy {
-                    study_instance_uid: r.get(0)?,
-                    seq: r.get(1)?,
-                    // Annotators need not know who else reads the study.
-                    assignees: if role == Role::Annotator {
-                        Vec::new()
-                    } else {
-                        assignees
-                    },
+             FROM project_studies ps WHERE ps.project_id = ?
+               AND (? = 1 OR EXISTS (SELECT 1 FROM assignments a WHERE a.project_id = ps.project_id
+                     AND a.study_instance_uid = ps.study_instance_uid AND a.user_id = ?))
+             ORDER BY ps.study_instance_uid"
+        );
+        Ok(self.db.read(|c| {
+            c.query(&sql, args![project, role != Role::Annotator, who.user_id])?
+                .iter()
+                .map(|r| {
+                    let mut assignees: Vec<String> = r
+                        .opt_text(2)?
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    assignees.sort();
+                    Ok(ProjectStudy {
+                        study_instance_uid: r.text(0)?,
+                        seq: r.int(1)?,
+                        // Annotators need not know who else reads the study.
+                        assignees: if role == Role::Annotator {
+                            Vec::new()
+                        } else {
+                            assignees
+                        },
+                    })
                 })
-            },
-        )?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                .collect::<Result<Vec<_>, SqlError>>()
+        })?)
     }
 
     /// Whether the caller (with `role` in `project`) may open `study` there.
@@ -1095,8 +1122,8 @@ impl AnnotateDb {
         project: i64,
         study: &str,
     ) -> Result<bool, DbError> {
-        let c = self.r()?;
-        study_visible(&c, who, role, project, study)
+        self.db
+            .read(|c| study_visible(c, who, role, project, study))
     }
 
     /// The studies the caller may read over DICOMweb; `None` means every study (superusers).
@@ -1104,16 +1131,19 @@ impl AnnotateDb {
         if who.superuser {
             return Ok(None);
         }
-        let c = self.r()?;
-        let mut stmt = c.prepare(
-            "SELECT ps.study_instance_uid FROM project_studies ps
-               JOIN memberships m ON m.project_id = ps.project_id AND m.user_id = ?1
-             WHERE m.role != 'annotator'
-                OR EXISTS (SELECT 1 FROM assignments a WHERE a.project_id = ps.project_id
-                           AND a.study_instance_uid = ps.study_instance_uid AND a.user_id = ?1)",
-        )?;
-        let rows = stmt.query_map(params![who.user_id], |r| r.get::<_, String>(0))?;
-        Ok(Some(rows.collect::<Result<HashSet<_>, _>>()?))
+        Ok(Some(self.db.read(|c| {
+            c.query(
+                "SELECT ps.study_instance_uid FROM project_studies ps
+                   JOIN memberships m ON m.project_id = ps.project_id AND m.user_id = ?
+                 WHERE m.role != 'annotator'
+                    OR EXISTS (SELECT 1 FROM assignments a WHERE a.project_id = ps.project_id
+                               AND a.study_instance_uid = ps.study_instance_uid AND a.user_id = ?)",
+                args![who.user_id, who.user_id],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect::<Result<HashSet<_>, SqlError>>()
+        })?))
     }
 
     // ---- annotations ----
@@ -1127,46 +1157,43 @@ impl AnnotateDb {
         project: &Project,
         study: &str,
     ) -> Result<(i64, Vec<Annotation>), DbError> {
-        let c = self.r()?;
-        let tx = c.unchecked_transaction()?;
-        let seq: i64 = tx
-            .query_row(
-                "SELECT seq FROM project_studies WHERE project_id = ? AND study_instance_uid = ?",
-                params![project.id, study],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| DbError::NotFound("the study is not in this project".into()))?;
         let all = role.sees_all(project.blinded);
-        if !all && role == Role::Viewer {
-            return Ok((seq, Vec::new()));
-        }
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT {ANNOTATION_COLUMNS} FROM {ANNOTATION_FROM}
-             WHERE a.project_id = ?1 AND a.study_instance_uid = ?2 AND a.deleted = 0
-               AND (?3 OR a.author_id = ?4)
-             ORDER BY a.seq"
-        ))?;
-        let rows = stmt
-            .query_map(params![project.id, study, all, who.user_id], annotation_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        drop(stmt);
-        tx.commit()?;
-        Ok((seq, rows))
+        self.db.read(|c| {
+            let seq = c
+                .query_opt(
+                    "SELECT seq FROM project_studies WHERE project_id = ? AND study_instance_uid = ?",
+                    args![project.id, study],
+                )?
+                .ok_or_else(|| DbError::NotFound("the study is not in this project".into()))?
+                .int(0)?;
+            if !all && role == Role::Viewer {
+                return Ok((seq, Vec::new()));
+            }
+            let rows = c.query(
+                &format!(
+                    "SELECT {ANNOTATION_COLUMNS} FROM {ANNOTATION_FROM}
+                     WHERE a.project_id = ? AND a.study_instance_uid = ? AND a.deleted = 0
+                       AND (? = 1 OR a.author_id = ?)
+                     ORDER BY a.seq"
+                ),
+                args![project.id, study, all, who.user_id],
+            )?;
+            Ok((seq, annotation_rows(rows)?))
+        })
     }
 
     /// Every annotation of a project (no tombstones), for exports.
     pub fn project_annotations(&self, project: i64) -> Result<Vec<Annotation>, DbError> {
-        let c = self.r()?;
-        let mut stmt = c.prepare(&format!(
-            "SELECT {ANNOTATION_COLUMNS} FROM {ANNOTATION_FROM}
-             WHERE a.project_id = ? AND a.deleted = 0
-             ORDER BY a.study_instance_uid, a.seq"
-        ))?;
-        let rows = stmt
-            .query_map(params![project], annotation_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        Ok(self.db.read(|c| {
+            annotation_rows(c.query(
+                &format!(
+                    "SELECT {ANNOTATION_COLUMNS} FROM {ANNOTATION_FROM}
+                     WHERE a.project_id = ? AND a.deleted = 0
+                     ORDER BY a.study_instance_uid, a.seq"
+                ),
+                args![project],
+            )?)
+        })?)
     }
 
     /// One annotation and its compressed mask, if the caller may see it.
@@ -1177,27 +1204,28 @@ impl AnnotateDb {
         project: &Project,
         id: &str,
     ) -> Result<(Annotation, Vec<u8>), DbError> {
-        let c = self.r()?;
-        let a = load_annotation(&c, id)?
-            .filter(|a| a.project_id == project.id && !a.deleted)
-            .ok_or_else(|| DbError::NotFound("annotation".into()))?;
-        if !study_visible(&c, who, role, project.id, &a.study_instance_uid)?
-            || !(role.sees_all(project.blinded) || a.author_id == who.user_id)
-        {
-            return Err(DbError::NotFound("annotation".into()));
-        }
-        let mask: Option<Vec<u8>> = c.query_row(
-            "SELECT mask FROM annotations WHERE id = ?",
-            params![id],
-            |r| r.get(0),
-        )?;
-        let mask = mask.ok_or_else(|| DbError::NotFound("this annotation has no mask".into()))?;
-        Ok((a, mask))
+        self.db.read(|c| {
+            let a = load_annotation(c, id)?
+                .filter(|a| a.project_id == project.id && !a.deleted)
+                .ok_or_else(|| DbError::NotFound("annotation".into()))?;
+            if !study_visible(c, who, role, project.id, &a.study_instance_uid)?
+                || !(role.sees_all(project.blinded) || a.author_id == who.user_id)
+            {
+                return Err(DbError::NotFound("annotation".into()));
+            }
+            let mask = c
+                .query_one("SELECT mask FROM annotations WHERE id = ?", args![id])?
+                .opt_blob(0)?
+                .ok_or_else(|| DbError::NotFound("this annotation has no mask".into()))?;
+            Ok((a, mask))
+        })
     }
 
     /// Applies an operation on `study` of `project` in one transaction (checks, change,
-    /// operation number, audit row) and calls `on_commit` after the commit while still holding
-    /// the write lock, so that operations reach listeners in the order of their numbers.
+    /// operation number, audit row). With SQLite, `on_commit` is called after the commit
+    /// while still holding the write lock, so that operations reach listeners in the order of
+    /// their numbers; with PostgreSQL the operation is announced to every server sharing the
+    /// database instead (see [`AnnotateDb::relay`]) and `on_commit` is not called.
     pub fn apply(
         &self,
         who: &Principal,
@@ -1206,11 +1234,38 @@ impl AnnotateDb {
         op: Op,
         on_commit: impl FnOnce(&Applied),
     ) -> Result<Applied, ApplyError> {
-        let mut c = self.w()?;
-        let tx = c.transaction().map_err(DbError::from)?;
-        let role = role_of(&tx, who, project)?
+        let relayed = self.pool.is_some();
+        self.db.write_then(
+            |tx| Self::apply_in(tx, who, project, study, op),
+            |applied: &Applied| {
+                if !relayed {
+                    on_commit(applied);
+                }
+            },
+        )
+    }
+
+    fn apply_in(
+        tx: &mut dyn Exec,
+        who: &Principal,
+        project: i64,
+        study: &str,
+        op: Op,
+    ) -> Result<Applied, ApplyError> {
+        let postgres = tx.dialect() == Dialect::Postgres;
+        if postgres {
+            // Servers sharing the database take a study's operations one at a time, so that
+            // version checks and operation numbers hold across them (SQLite has one writer).
+            tx.query(
+                "SELECT seq FROM project_studies WHERE project_id = ? AND study_instance_uid = ?
+                 FOR UPDATE",
+                args![project, study],
+            )
+            .map_err(DbError::from)?;
+        }
+        let role = role_of(tx, who, project)?
             .ok_or_else(|| DbError::Forbidden("not a member of this project".into()))?;
-        if !study_visible(&tx, who, role, project, study)? {
+        if !study_visible(tx, who, role, project, study)? {
             return Err(
                 DbError::Forbidden("this study is not open to you in this project".into()).into(),
             );
@@ -1218,22 +1273,21 @@ impl AnnotateDb {
         if !role.may_annotate() {
             return Err(DbError::Forbidden(format!("a {} cannot annotate", role.as_str())).into());
         }
-        let (_, _, blinded, schema) = tx
-            .query_row(
-                "SELECT id, name, blinded, label_schema FROM projects WHERE id = ?",
-                params![project],
-                project_row,
-            )
-            .map_err(DbError::from)?;
+        let (_, _, blinded, schema) = project_row(
+            &tx.query_one(&format!("{PROJECT_COLUMNS} WHERE id = ?"), args![project])
+                .map_err(DbError::from)?,
+        )
+        .map_err(DbError::from)?;
         let schema = to_project((0, String::new(), false, schema)).schema;
         let now = now_ms();
-        let next_seq = |tx: &Transaction<'_>| -> Result<i64, DbError> {
-            Ok(tx.query_row(
-                "UPDATE project_studies SET seq = seq + 1 WHERE project_id = ? AND study_instance_uid = ?
-                 RETURNING seq",
-                params![project, study],
-                |r| r.get(0),
-            )?)
+        let next_seq = |tx: &mut dyn Exec| -> Result<i64, DbError> {
+            Ok(tx
+                .query_one(
+                    "UPDATE project_studies SET seq = seq + 1 WHERE project_id = ? AND study_instance_uid = ?
+                     RETURNING seq",
+                    args![project, study],
+                )?
+                .int(0)?)
         };
         let (op_name, id) = match op {
             Op::Create {
@@ -1253,7 +1307,7 @@ impl AnnotateDb {
                     }
                     None => random_hex(16)?,
                 };
-                if let Some(existing) = load_annotation(&tx, &id).map_err(DbError::from)? {
+                if let Some(existing) = load_annotation(tx, &id).map_err(DbError::from)? {
                     if existing.author_id == who.user_id
                         && existing.project_id == project
                         && existing.study_instance_uid == study
@@ -1268,22 +1322,22 @@ impl AnnotateDb {
                     return Err(DbError::Exists("an annotation with this id".into()).into());
                 }
                 let (payload, measurement, mask) =
-                    validate(&tx, &schema, study, &location, &kind, &name, &payload)?;
-                let seq = next_seq(&tx)?;
+                    validate(tx, &schema, study, &location, &kind, &name, &payload)?;
+                let seq = next_seq(tx)?;
                 tx.execute(
                     "INSERT INTO annotations (id, project_id, study_instance_uid, series_instance_uid,
                         sop_instance_uid, frame, kind, name, payload, measurement, mask, author_id,
                         version, seq, created_at, updated_at, updated_by, deleted)
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, 0)",
-                    params![
-                        id,
+                    args![
+                        id.as_str(),
                         project,
                         study,
-                        location.series_instance_uid,
-                        location.sop_instance_uid,
+                        location.series_instance_uid.clone(),
+                        location.sop_instance_uid.clone(),
                         location.frame,
-                        kind,
-                        name,
+                        kind.as_str(),
+                        name.as_str(),
                         payload.to_string(),
                         measurement.as_ref().map(Value::to_string),
                         mask,
@@ -1303,9 +1357,9 @@ impl AnnotateDb {
                 payload,
             } => {
                 let current =
-                    Self::current(&tx, who, (role, blinded), project, study, &id, version)?;
+                    Self::current(tx, who, (role, blinded), project, study, &id, version)?;
                 let (payload, measurement, mask) = validate(
-                    &tx,
+                    tx,
                     &schema,
                     study,
                     &current.location,
@@ -1313,40 +1367,40 @@ impl AnnotateDb {
                     &current.name,
                     &payload,
                 )?;
-                let seq = next_seq(&tx)?;
+                let seq = next_seq(tx)?;
                 tx.execute(
                     "UPDATE annotations SET payload = ?, measurement = ?, mask = ?, version = version + 1,
                         seq = ?, updated_at = ?, updated_by = ? WHERE id = ?",
-                    params![
+                    args![
                         payload.to_string(),
                         measurement.as_ref().map(Value::to_string),
                         mask,
                         seq,
                         now,
                         who.user_id,
-                        id
+                        id.as_str()
                     ],
                 )
                 .map_err(DbError::from)?;
                 ("update", id)
             }
             Op::Delete { id, version } => {
-                Self::current(&tx, who, (role, blinded), project, study, &id, version)?;
-                let seq = next_seq(&tx)?;
+                Self::current(tx, who, (role, blinded), project, study, &id, version)?;
+                let seq = next_seq(tx)?;
                 tx.execute(
                     "UPDATE annotations SET deleted = 1, mask = NULL, version = version + 1, seq = ?,
                         updated_at = ?, updated_by = ? WHERE id = ?",
-                    params![seq, now, who.user_id, id],
+                    args![seq, now, who.user_id, id.as_str()],
                 )
                 .map_err(DbError::from)?;
                 ("delete", id)
             }
         };
-        let annotation = load_annotation(&tx, &id)
+        let annotation = load_annotation(tx, &id)
             .map_err(DbError::from)?
             .ok_or_else(|| DbError::NotFound("annotation".into()))?;
         audit(
-            &tx,
+            tx,
             Some(who.user_id),
             Some(project),
             &format!("annotation.{op_name}"),
@@ -1362,20 +1416,49 @@ impl AnnotateDb {
             }),
         )
         .map_err(DbError::from)?;
-        tx.commit().map_err(DbError::from)?;
         let applied = Applied {
             op: op_name,
             annotation,
             changed: true,
         };
-        on_commit(&applied);
-        drop(c);
+        if postgres {
+            Self::announce(tx, &applied).map_err(DbError::from)?;
+        }
         Ok(applied)
+    }
+
+    /// Writes an operation to `op_log` and announces it (delivered at commit, in commit
+    /// order); prunes entries older than 10 minutes now and then.
+    fn announce(tx: &mut dyn Exec, applied: &Applied) -> Result<(), SqlError> {
+        let a = &applied.annotation;
+        let now = now_ms();
+        let id = tx
+            .query_one(
+                "INSERT INTO op_log (at, project_id, study_instance_uid, author_id, seq, message)
+                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                args![
+                    now,
+                    a.project_id,
+                    a.study_instance_uid.as_str(),
+                    a.author_id,
+                    a.seq,
+                    op_message(applied)
+                ],
+            )?
+            .int(0)?;
+        tx.execute(
+            "SELECT pg_notify(?, ?)",
+            args![crate::sql::OPS_CHANNEL, id.to_string()],
+        )?;
+        if id % 256 == 0 {
+            tx.execute("DELETE FROM op_log WHERE at < ?", args![now - 600_000])?;
+        }
+        Ok(())
     }
 
     /// The current state of an annotation that `who` means to change at `version`.
     fn current(
-        tx: &Transaction<'_>,
+        tx: &mut dyn Exec,
         who: &Principal,
         (role, blinded): (Role, bool),
         project: i64,
@@ -1404,23 +1487,25 @@ impl AnnotateDb {
 
     /// The latest audit rows of a project (admins), newest first.
     pub fn audit(&self, project: i64, limit: usize) -> Result<Vec<Value>, DbError> {
-        let c = self.r()?;
-        let mut stmt = c.prepare(
-            "SELECT a.id, a.at, u.username, a.action, a.target, a.detail FROM audit a
-             LEFT JOIN users u ON u.id = a.user_id WHERE a.project_id = ? ORDER BY a.id DESC LIMIT ?",
-        )?;
-        let rows = stmt.query_map(params![project, limit as i64], |r| {
-            let detail: String = r.get(5)?;
-            Ok(json!({
-                "id": r.get::<_, i64>(0)?,
-                "at": r.get::<_, i64>(1)?,
-                "user": r.get::<_, Option<String>>(2)?,
-                "action": r.get::<_, String>(3)?,
-                "target": r.get::<_, String>(4)?,
-                "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null),
-            }))
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        Ok(self.db.read(|c| {
+            c.query(
+                "SELECT a.id, a.at, u.username, a.action, a.target, a.detail FROM audit a
+                 LEFT JOIN users u ON u.id = a.user_id WHERE a.project_id = ? ORDER BY a.id DESC LIMIT ?",
+                args![project, limit as i64],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(json!({
+                    "id": r.int(0)?,
+                    "at": r.int(1)?,
+                    "user": r.opt_text(2)?,
+                    "action": r.text(3)?,
+                    "target": r.text(4)?,
+                    "detail": serde_json::from_str::<Value>(&r.text(5)?).unwrap_or(Value::Null),
+                }))
+            })
+            .collect::<Result<Vec<_>, SqlError>>()
+        })?)
     }
 
     /// Records a change made outside this module (a DICOMweb upload).
@@ -1431,19 +1516,14 @@ impl AnnotateDb {
         target: &str,
         detail: &Value,
     ) -> Result<(), DbError> {
-        let c = self.w()?;
-        audit(&c, who.map(|p| p.user_id), None, action, target, detail)?;
-        Ok(())
+        Ok(self
+            .db
+            .write(|tx| audit(tx, who.map(|p| p.user_id), None, action, target, detail))?)
     }
 }
 
-fn require_admin(c: &Connection, who: &Principal, project: i64) -> Result<(), DbError> {
-    match role_of(c, who, project)? {
-        Some(Role::Admin) => Ok(()),
-        Some(r) => Err(DbError::Forbidden(format!(
-            "a {} cannot manage the project",
-            r.as_str()
-        ))),
-        None => Err(DbError::NotFound("project".into())),
+impl From<SqlError> for ApplyError {
+    fn from(e: SqlError) -> Self {
+        ApplyError::Db(e.into())
     }
 }

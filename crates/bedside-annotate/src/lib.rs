@@ -1,7 +1,7 @@
 //! The Bedside annotation server.
 //!
 //! - [`store::DiskStore`]: de-identified DICOM in a content-addressed folder (SHA-256 of the
-//!   bytes) indexed in SQLite (WAL, versioned migrations); implements
+//!   bytes) indexed in SQLite (WAL) or PostgreSQL ([`sql`]); implements
 //!   [`bedside_dicomweb::StudyStore`].
 //! - [`import::import_path`]: loads a folder of DICOM (the output of `bedside curate`, a
 //!   phantom's `dicom/` tree) into the store; every file goes through the bounded reader.
@@ -38,6 +38,7 @@ pub mod export_dicom;
 pub mod import;
 pub mod model;
 pub mod server;
+pub mod sql;
 pub mod store;
 pub mod units;
 pub mod web;

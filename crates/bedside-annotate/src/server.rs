@@ -24,6 +24,9 @@ pub const DICOMWEB_PREFIX: &str = "/dicomweb";
 pub struct ServeConfig {
     /// The data folder (database and stored DICOM).
     pub data: PathBuf,
+    /// A PostgreSQL URL to keep the index, accounts and annotations in instead of the data
+    /// folder's SQLite file (for several servers sharing one data folder).
+    pub database: Option<String>,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// DICOMweb settings.
@@ -88,6 +91,25 @@ pub fn app(
         auth,
         logins: Default::default(),
     });
+    // With PostgreSQL, operations committed by any server reach this one's connections
+    // through the database; the listener stops once the application is dropped.
+    let weak = Arc::downgrade(&state);
+    let (w1, w2, w3) = (weak.clone(), weak.clone(), weak);
+    if let Err(e) = state.db.relay(
+        move || w1.strong_count() > 0,
+        move |op| {
+            if let Some(st) = w2.upgrade() {
+                st.hub.publish_relayed(op);
+            }
+        },
+        move || {
+            if let Some(st) = w3.upgrade() {
+                st.hub.resync_all();
+            }
+        },
+    ) {
+        tracing::error!(error = %e, "cannot start the operation relay");
+    }
     let dicomweb = bedside_dicomweb::router(store, dicomweb).layer(
         axum::middleware::from_fn_with_state(state.clone(), crate::auth::dicomweb_guard),
     );
@@ -106,8 +128,9 @@ pub fn app(
 /// (useful with port 0).
 pub fn serve(config: ServeConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let store: Arc<dyn StudyStore> = Arc::new(DiskStore::open(&config.data)?);
-    let db = Arc::new(AnnotateDb::open(&config.data)?);
+    let database = crate::sql::Database::open(&config.data, config.database.as_deref())?;
+    let store: Arc<dyn StudyStore> = Arc::new(DiskStore::with_database(&config.data, &database)?);
+    let db = Arc::new(AnnotateDb::with_database(&database)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -262,14 +262,8 @@ async fn measurements_use_the_ultrasound_region_calibration() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.bytes, raw);
     // Stored compressed: the row's blob is much smaller than the raw mask.
-    let conn = rusqlite::Connection::open(s.f.data.path().join("annotate.sqlite")).unwrap();
-    let stored: usize = conn
-        .query_row(
-            "SELECT length(mask) FROM annotations WHERE id = ?",
-            [id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored =
+        s.f.scalar("SELECT length(mask) FROM annotations WHERE id = $1", id) as usize;
     assert!(stored * 4 < raw.len(), "{stored} vs {}", raw.len());
 }
 

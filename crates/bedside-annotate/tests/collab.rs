@@ -628,10 +628,7 @@ async fn many_clients_converge_without_losing_or_duplicating() {
         .collect();
     expected.sort();
     assert_eq!(live, expected);
-    let conn = rusqlite::Connection::open(st.f.data.path().join("annotate.sqlite")).unwrap();
-    let rows: usize = conn
-        .query_row("SELECT COUNT(*) FROM annotations", [], |r| r.get(0))
-        .unwrap();
+    let rows = st.f.scalar("SELECT COUNT(*) FROM annotations", "") as usize;
     assert_eq!(rows, creates.len(), "no duplicated rows");
     // Every connection converges to the server's state once it has seen the last operation.
     let mut resyncs = 0;

@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const DATA_VAR: &str = "BEDSIDE_CRASH_CHILD_DATA";
 const PORT_VAR: &str = "BEDSIDE_CRASH_CHILD_PORT_FILE";
+const DATABASE_VAR: &str = "BEDSIDE_CRASH_CHILD_DATABASE";
 
 /// The server process (does nothing unless started by [`acknowledged_operations_survive_a_kill`]).
 #[test]
@@ -35,6 +36,7 @@ fn server_child() {
     };
     let config = bedside_annotate::server::ServeConfig {
         data: data.into(),
+        database: std::env::var(DATABASE_VAR).ok(),
         listen: "127.0.0.1:0".parse().unwrap(),
         dicomweb: Default::default(),
         auth: AuthConfig::default(),
@@ -49,10 +51,14 @@ fn server_child() {
 
 // The caller kills and waits for the child; a failed start panics the test, which ends it too.
 #[allow(clippy::zombie_processes)]
-fn start_child(data: &Path) -> (Child, SocketAddr) {
+fn start_child(data: &Path, database: Option<&str>) -> (Child, SocketAddr) {
     let port_file = data.join(format!("port-{}", std::process::id()));
     let _ = std::fs::remove_file(&port_file);
-    let child = Command::new(std::env::current_exe().unwrap())
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if let Some(url) = database {
+        cmd.env(DATABASE_VAR, url);
+    }
+    let child = cmd
         .args(["server_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(DATA_VAR, data)
         .env(PORT_VAR, &port_file)
@@ -135,7 +141,7 @@ async fn acknowledged_operations_survive_a_kill() {
     )
     .await;
     let data = f.data.path().to_path_buf();
-    let (mut child, addr) = start_child(&data);
+    let (mut child, addr) = start_child(&data, f.postgres_url.as_deref());
 
     let log = Arc::new(Mutex::new(Log::default()));
     let clients = 8;
@@ -186,7 +192,7 @@ async fn acknowledged_operations_survive_a_kill() {
     );
     assert!(acked.len() >= 150);
 
-    let (mut child, addr) = start_child(&data);
+    let (mut child, addr) = start_child(&data, f.postgres_url.as_deref());
     let mut ws = connect(addr, pid, &study, &root.cookie).await;
     let snap = recv(&mut ws).await.unwrap();
     let found: BTreeMap<String, i64> = snap["annotations"]

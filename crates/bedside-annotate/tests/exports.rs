@@ -549,8 +549,9 @@ async fn seg_leaves_out_sources_with_a_frame_of_reference() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = bedside_dicom::write::encode_file(obj.into_inner(), &ts).unwrap();
     std::fs::write(dir.path().join("for.dcm"), bytes).unwrap();
-    let store = bedside_annotate::store::DiskStore::open(s.f.data.path()).unwrap();
-    let summary = bedside_annotate::import::import_path(&store, dir.path(), |_, _| {}).unwrap();
+    let summary = off_runtime(|| {
+        bedside_annotate::import::import_path(&s.f.store(), dir.path(), |_, _| {}).unwrap()
+    });
     assert_eq!(summary.stored, 1, "{summary:?}");
     let data = base64::engine::general_purpose::STANDARD.encode(drawn_mask(&s));
     create(

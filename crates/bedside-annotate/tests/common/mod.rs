@@ -1,5 +1,9 @@
 //! Shared by the access, annotation and collaboration tests: a phantom cohort imported into a
 //! fresh data folder, accounts, and request helpers that carry a session like a browser.
+//!
+//! With `BEDSIDE_ANNOTATE_TEST_POSTGRES` set to a PostgreSQL URL (a superuser's, as
+//! `scripts/postgres.sh` prints), every fixture gets a fresh PostgreSQL database there instead
+//! of the data folder's SQLite file, so the same tests check both backends.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -9,6 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use bedside_annotate::db::AnnotateDb;
+use bedside_annotate::sql::Database;
 use bedside_annotate::{api::AuthConfig, import, server, store::DiskStore};
 use dicom_dictionary_std::tags;
 use http_body_util::BodyExt;
@@ -114,15 +119,91 @@ pub struct Fixture {
     pub db: Arc<AnnotateDb>,
     pub data: tempfile::TempDir,
     pub studies: Vec<String>,
+    /// The database (SQLite in `data`, or PostgreSQL) and, for PostgreSQL, its URL.
+    pub database: Database,
+    pub postgres_url: Option<String>,
+}
+
+/// Runs `f` on a thread of its own: the synchronous PostgreSQL client cannot run on a thread
+/// that drives async tasks (the server calls it from blocking threads).
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap())
+}
+
+/// A fresh database in the PostgreSQL server at `BEDSIDE_ANNOTATE_TEST_POSTGRES`, if set.
+pub fn fresh_postgres() -> Option<String> {
+    let base = std::env::var("BEDSIDE_ANNOTATE_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    Some(fresh_postgres_at(&base))
+}
+
+/// A fresh database in the PostgreSQL server of `base` (a superuser's URL); its URL.
+pub fn fresh_postgres_at(base: &str) -> String {
+    let mut admin = postgres::Client::connect(base, postgres::NoTls).unwrap();
+    let mut name = [0u8; 8];
+    getrandom::fill(&mut name).unwrap();
+    let name: String = name.iter().map(|b| format!("{b:02x}")).collect();
+    let name = format!("bedside_test_{name}");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let (head, _) = base.rsplit_once('/').unwrap();
+    format!("{head}/{name}")
+}
+
+impl Fixture {
+    /// A store over the fixture's data folder and database.
+    pub fn store(&self) -> DiskStore {
+        DiskStore::with_database(self.data.path(), &self.database).unwrap()
+    }
+
+    /// One integer from the fixture's database (checks below the API).
+    pub fn scalar(&self, sql: &str, arg: &str) -> i64 {
+        off_runtime(|| self.scalar_here(sql, arg))
+    }
+
+    fn scalar_here(&self, sql: &str, arg: &str) -> i64 {
+        match &self.postgres_url {
+            None => {
+                let conn =
+                    rusqlite::Connection::open(self.data.path().join("annotate.sqlite")).unwrap();
+                let sql = sql.replace("$1", "?1");
+                let mut st = conn.prepare(&sql).unwrap();
+                if sql.contains("?1") {
+                    st.query_row([arg], |r| r.get(0)).unwrap()
+                } else {
+                    st.query_row([], |r| r.get(0)).unwrap()
+                }
+            }
+            Some(url) => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                let row = if sql.contains("$1") {
+                    c.query_one(sql, &[&arg]).unwrap()
+                } else {
+                    c.query_one(sql, &[]).unwrap()
+                };
+                row.try_get::<_, i64>(0)
+                    .or_else(|_| row.try_get::<_, i32>(0).map(i64::from))
+                    .unwrap()
+            }
+        }
+    }
 }
 
 /// A data folder with the cohort imported and the given users (name, superuser).
 pub fn fixture(users: &[(&str, bool)], auth: AuthConfig) -> Fixture {
+    off_runtime(|| fixture_here(users, auth))
+}
+
+fn fixture_here(users: &[(&str, bool)], auth: AuthConfig) -> Fixture {
     let data = tempfile::tempdir().unwrap();
-    let store = DiskStore::open(data.path()).unwrap();
+    let postgres_url = fresh_postgres();
+    let database = Database::open(data.path(), postgres_url.as_deref()).unwrap();
+    let store = DiskStore::with_database(data.path(), &database).unwrap();
     let summary = import::import_path(&store, &cohort().join("dicom"), |_, _| {}).unwrap();
     assert!(summary.failed.is_empty());
-    let db = Arc::new(AnnotateDb::open(data.path()).unwrap());
+    let db = Arc::new(AnnotateDb::with_database(&database).unwrap());
     for (name, superuser) in users {
         db.add_user(name, PASSWORD, *superuser).unwrap();
     }
@@ -135,6 +216,8 @@ pub fn fixture(users: &[(&str, bool)], auth: AuthConfig) -> Fixture {
         db,
         data,
         studies,
+        database,
+        postgres_url,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use bedside_annotate::{db::AnnotateDb, import, server, store::DiskStore};
+use bedside_annotate::{db::AnnotateDb, import, server, sql::Database, store::DiskStore};
 
 use crate::ui::{Ctx, Exit, exit};
 
@@ -46,6 +46,8 @@ pub struct ExportArgs {
     /// Data folder.
     #[arg(long)]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub db: DatabaseArg,
     /// Project id or name.
     #[arg(long)]
     pub project: String,
@@ -69,6 +71,10 @@ const SERVE_EXAMPLES: &str = "Examples:
   bedside annotate serve --data annotate-data/ --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem
   # behind an HTTPS reverse proxy:
   bedside annotate serve --data annotate-data/ --secure-cookies
+  # several servers behind a load balancer: one PostgreSQL database, one shared data folder
+  # (the password from ~/.pgpass or BEDSIDE_DATABASE_URL rather than the command line):
+  BEDSIDE_DATABASE_URL=postgres://bedside@db.example.org/annotate \\
+    bedside annotate serve --data /mnt/shared/annotate-data/ --listen 0.0.0.0:8042
 
 Every endpoint needs a session: POST /api/login {\"username\", \"password\"} sets an HttpOnly,
 SameSite=Strict cookie and returns a CSRF token to send as X-CSRF-Token on POST/PUT/PATCH/DELETE.
@@ -90,6 +96,20 @@ an Argon2id hash. Superusers administer every project and create projects (POST 
 project roles (admin, annotator, reviewer, viewer) are given with PUT
 /api/projects/P/members/USER.";
 
+/// The database option shared by the commands.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArg {
+    /// Keep the index, accounts and annotations in PostgreSQL instead of the data folder's
+    /// SQLite file (postgres://user@host:port/db; servers sharing it share the data folder).
+    #[arg(
+        long,
+        env = "BEDSIDE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
+}
+
 /// Account commands.
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
@@ -109,6 +129,8 @@ pub struct UserAddArgs {
     /// Data folder.
     #[arg(long)]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub db: DatabaseArg,
     /// Administer every project and create projects.
     #[arg(long)]
     pub superuser: bool,
@@ -120,6 +142,8 @@ pub struct UserListArgs {
     /// Data folder.
     #[arg(long)]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub db: DatabaseArg,
 }
 
 const IMPORT_EXAMPLES: &str = "Examples:
@@ -135,6 +159,8 @@ pub struct ServeArgs {
     /// Data folder (created if missing): database and stored DICOM.
     #[arg(long)]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub db: DatabaseArg,
     /// Address and port to listen on.
     #[arg(long, default_value = "127.0.0.1:8042")]
     pub listen: SocketAddr,
@@ -167,6 +193,8 @@ pub struct ImportArgs {
     /// Data folder (created if missing).
     #[arg(long)]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub db: DatabaseArg,
 }
 
 /// Runs an `annotate` subcommand.
@@ -200,9 +228,14 @@ fn read_password() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
+/// The database of a command: the data folder's SQLite file, or PostgreSQL by URL.
+fn database(data: &std::path::Path, url: Option<&str>) -> anyhow::Result<Database> {
+    Database::open(data, url).context("opening the database")
+}
+
 fn user_add(args: UserAddArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let password = read_password()?;
-    let db = AnnotateDb::open(&args.data)?;
+    let db = AnnotateDb::with_database(&database(&args.data, args.db.database.as_deref())?)?;
     match db.add_user(&args.username, &password, args.superuser) {
         Ok(()) => {}
         Err(
@@ -223,7 +256,7 @@ fn user_add(args: UserAddArgs, ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn user_list(args: UserListArgs) -> anyhow::Result<()> {
-    let db = AnnotateDb::open(&args.data)?;
+    let db = AnnotateDb::with_database(&database(&args.data, args.db.database.as_deref())?)?;
     for u in db.list_users().context("listing users")? {
         let roles: Vec<String> = u
             .projects
@@ -247,6 +280,7 @@ fn user_list(args: UserListArgs) -> anyhow::Result<()> {
 fn serve(args: ServeArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let config = server::ServeConfig {
         data: args.data.clone(),
+        database: args.db.database.clone(),
         listen: args.listen,
         dicomweb: bedside_dicomweb_config(&args),
         auth: bedside_annotate::api::AuthConfig {
@@ -294,7 +328,8 @@ fn import_cmd(args: ImportArgs, ctx: &Ctx) -> anyhow::Result<()> {
         return Err(Exit::invalid(format!("{} does not exist", args.input.display())).into());
     }
     let start = Instant::now();
-    let store = DiskStore::open(&args.data)?;
+    let db = database(&args.data, args.db.database.as_deref())?;
+    let store = DiskStore::with_database(&args.data, &db)?;
     let bar = ctx.progress(0, "import");
     bar.set_message("files");
     let summary = import::import_path(&store, &args.input, |done, total| {
@@ -349,17 +384,22 @@ fn export_cmd(args: ExportArgs, ctx: &Ctx) -> anyhow::Result<()> {
     use bedside_annotate::export_dicom::ExportError;
     let format = Format::parse(&args.format)
         .ok_or_else(|| Exit::invalid(format!("--format is {}", Format::NAMES)))?;
-    let rendered =
-        match render_from_folder(&args.data, &args.project, format, args.study.as_deref()) {
-            Ok(r) => r,
-            Err(ExportError::Invalid(m)) => return Err(Exit::invalid(m).into()),
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "exporting project {} as {}",
-                    args.project, args.format
-                )));
-            }
-        };
+    let rendered = match render_from_folder(
+        &args.data,
+        args.db.database.as_deref(),
+        &args.project,
+        format,
+        args.study.as_deref(),
+    ) {
+        Ok(r) => r,
+        Err(ExportError::Invalid(m)) => return Err(Exit::invalid(m).into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "exporting project {} as {}",
+                args.project, args.format
+            )));
+        }
+    };
     std::fs::write(&args.out, &rendered.body)
         .with_context(|| format!("writing {}", args.out.display()))?;
     ctx.say(format!(
