@@ -154,6 +154,7 @@ def sr(session, drawn, tmp_path_factory):
 def test_sr_passes_dciodvfy(sr):
     errors, warnings = dciodvfy(sr[0])
     print("dciodvfy SR warnings:", *warnings, sep="\n  ")
+    assert not any("Person Name" in w for w in warnings), warnings
     assert not errors, "\n".join(errors)
 
 
@@ -165,7 +166,10 @@ def test_sr_length_unit_frame_and_observer(sr, study, drawn):
     assert ds.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     items = list(walk(ds.ContentSequence))
     [observer] = [i for i in items if concept(i) == ("121008", "DCM")]
-    assert observer.ValueType == "PNAME" and str(observer.PersonName) == READER
+    # The account name as the family name component (a name without a caret would be the
+    # retired free-text form).
+    assert observer.ValueType == "PNAME" and observer.PersonName.family_name == READER
+    assert str(observer.PersonName) == READER + "^"
     [num] = [i for i in items if concept(i) == ("410668003", "SCT")]
     value = num.MeasuredValueSequence[0]
     unit = value.MeasurementUnitsCodeSequence[0]
@@ -196,7 +200,7 @@ def test_sr_reads_as_a_highdicom_measurement_report(sr, study):
     doc = hd.sr.srread(sr[0])
     report = hd.sr.MeasurementReport.from_sequence([doc])
     [observer] = report.get_observer_contexts()
-    assert str(observer.observer_identifying_attributes[0].value) == READER
+    assert observer.observer_identifying_attributes[0].value.family_name == READER
     groups = report.get_image_measurement_groups()
     [group] = [g for g in groups if g.tracking_identifier.startswith("LVIDd #")]
     assert group.finding_type.meaning == "LVIDd"
@@ -218,6 +222,7 @@ def seg(session, drawn, tmp_path_factory):
 def test_seg_passes_dciodvfy(seg):
     errors, warnings = dciodvfy(seg)
     print("dciodvfy SEG warnings:", *warnings, sep="\n  ")
+    assert not any("Person Name" in w for w in warnings), warnings
     assert not errors, "\n".join(errors)
 
 
@@ -225,7 +230,7 @@ def test_seg_pixels_frame_and_creator(seg, study, drawn):
     _, _, src = study
     ds = pydicom.dcmread(seg)
     assert ds.SOPClassUID == SEG_STORAGE and ds.SegmentationType == "BINARY"
-    assert str(ds.ContentCreatorName) == READER
+    assert ds.ContentCreatorName.family_name == READER
     assert ds.SegmentSequence[0].SegmentLabel == "LV cavity"
     assert int(ds.NumberOfFrames) == 1
     assert np.array_equal(ds.pixel_array.reshape(ds.Rows, ds.Columns), drawn["mask"])

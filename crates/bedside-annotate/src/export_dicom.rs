@@ -2,7 +2,8 @@
 //!
 //! - **SR** ([`sr_files`]): one Comprehensive SR per study and reader following TID 1500
 //!   (Imaging Measurement Report): language, observer context (TID 1002: Observer Type
-//!   Person, Person Observer Name = the reader's account name), Procedure Reported (from the
+//!   Person, Person Observer Name = the reader's account name as the family name,
+//!   `dr.alice^`), Procedure Reported (from the
 //!   modality), an Image Library of every referenced instance, and under Imaging Measurements
 //!   one Measurement Group (TID 1501) per measurement or below-study label, with Tracking
 //!   Identifier (`name #id`) and Tracking Unique Identifier (stable per annotation), the
@@ -220,6 +221,16 @@ impl<'a> Sources<'a> {
     }
 }
 
+/// An account name as a Person Name: the family name component, with the caret that marks it
+/// as one (a name without any is the retired free-text form, which validators flag).
+pub fn person_name(account: &str) -> String {
+    if account.contains('^') {
+        account.to_string()
+    } else {
+        format!("{account}^")
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
@@ -423,7 +434,10 @@ fn sr_tree(
     );
     root.push(
         Relationship::HasObsContext,
-        ContentItem::pname(Code::new("121008", "DCM", "Person Observer Name"), author),
+        ContentItem::pname(
+            Code::new("121008", "DCM", "Person Observer Name"),
+            &person_name(author),
+        ),
     );
     root.push(
         Relationship::HasConceptMod,
@@ -684,9 +698,10 @@ fn study_and_series(anns: &[Annotation]) -> Option<(String, String)> {
     Some((first.study_instance_uid.clone(), series))
 }
 
-/// One binary SEG per source instance and reader (see the module documentation). Instances
-/// that cannot be a SEG source (a Frame of Reference, which needs plane geometry this writer
-/// does not write) are left out and listed in the second value.
+/// One binary SEG per source instance and reader (see the module documentation); sources in a
+/// frame of reference carry their plane geometry into it. Instances that cannot be a SEG source
+/// (a Frame of Reference without the orientation, position or spacing to place the frames) are
+/// left out and listed in the second value.
 pub fn seg_files(
     project: &Project,
     list: &[Annotation],
@@ -718,7 +733,7 @@ pub fn seg_files(
         seg.series_description = clip(&format!("Masks {}", project.name), 64);
         seg.content_label = "ANNOTATION".into();
         seg.content_description = clip(&project.name, 64);
-        seg.content_creator = author.clone();
+        seg.content_creator = person_name(&author);
         seg.software_versions = env!("CARGO_PKG_VERSION").into();
         (seg.content_date, seg.content_time) = content_date_time(&refs);
         let mut names = Vec::new();

@@ -269,8 +269,9 @@ async fn sr_has_units_frames_and_the_real_observers() {
             .unwrap();
         assert_eq!(text(&observer, tags::VALUE_TYPE), "PNAME");
         let who = text(&observer, tags::PERSON_NAME);
-        assert!(name.ends_with(&format!("/{who}.dcm")), "{name} {who}");
         observers.push(who.clone());
+        let who = who.trim_end_matches('^').to_string();
+        assert!(name.ends_with(&format!("/{who}.dcm")), "{name} {who}");
         let mut all = Vec::new();
         walk(&obj, &mut all);
         if who == "ann1" {
@@ -386,7 +387,8 @@ async fn sr_has_units_frames_and_the_real_observers() {
         }
     }
     observers.sort();
-    assert_eq!(observers, ["ann1", "ann2"]);
+    // The account names as Person Names' family name (the caret marks the component).
+    assert_eq!(observers, ["ann1^", "ann2^"]);
     // Exporting again gives the same objects (UIDs follow the content).
     let again = unzip(&export(&s, "sr", &s.root).await.bytes);
     assert_eq!(again, files);
@@ -408,7 +410,7 @@ async fn seg_and_masks_equal_the_drawn_mask() {
         text(&seg, tags::SOP_CLASS_UID),
         bedside_dicom::seg::SEGMENTATION_STORAGE
     );
-    assert_eq!(text(&seg, tags::CONTENT_CREATOR_NAME), "ann1");
+    assert_eq!(text(&seg, tags::CONTENT_CREATOR_NAME), "ann1^");
     assert_eq!(text(&seg, tags::NUMBER_OF_FRAMES), "1");
     let segment = &items(&seg, tags::SEGMENT_SEQUENCE)[0];
     assert_eq!(text(segment, tags::SEGMENT_LABEL), "LV cavity");
@@ -518,16 +520,15 @@ async fn multipart_roles_and_bad_formats() {
     assert_eq!(unzip(&r.bytes).len(), 1, "only the manifest");
 }
 
-#[tokio::test]
-async fn seg_leaves_out_sources_with_a_frame_of_reference() {
-    use bedside_dicom::elements::put_str;
-    let s = setup().await;
-    // A copy of the instance with a Frame of Reference (and its own UIDs) in the same study.
+/// Stores a copy of the phantom instance in the same study under its own UIDs with a Frame of
+/// Reference and, when `geometry`, classic plane geometry; draws the mask on its frame 1.
+async fn frame_of_reference_copy(s: &Setup, suffix: &str, geometry: bool) -> (String, String) {
+    use bedside_dicom::elements::{put_ds, put_str};
     let mut obj = dicom_object::OpenFileOptions::new()
         .open_file(&s.inst.path)
         .unwrap();
-    let sop = format!("{}.77", s.inst.sop);
-    let series = format!("{}.77", s.inst.series);
+    let sop = format!("{}.{suffix}", s.inst.sop);
+    let series = format!("{}.{suffix}", s.inst.series);
     put_str(&mut obj, tags::SOP_INSTANCE_UID, dicom_core::VR::UI, &sop);
     put_str(
         &mut obj,
@@ -541,6 +542,20 @@ async fn seg_leaves_out_sources_with_a_frame_of_reference() {
         dicom_core::VR::UI,
         "2.25.77",
     );
+    if geometry {
+        put_ds(
+            &mut obj,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            &[1.0, 0.0, 0.0, 0.0, 0.0, -1.0],
+        );
+        put_ds(
+            &mut obj,
+            tags::IMAGE_POSITION_PATIENT,
+            &[-10.5, 20.0, 30.25],
+        );
+        put_ds(&mut obj, tags::PIXEL_SPACING, &[0.5, 0.4]);
+        put_ds(&mut obj, tags::SLICE_THICKNESS, &[2.0]);
+    }
     let ts = obj
         .meta()
         .transfer_syntax()
@@ -553,20 +568,81 @@ async fn seg_leaves_out_sources_with_a_frame_of_reference() {
         bedside_annotate::import::import_path(&s.f.store(), dir.path(), |_, _| {}).unwrap()
     });
     assert_eq!(summary.stored, 1, "{summary:?}");
-    let data = base64::engine::general_purpose::STANDARD.encode(drawn_mask(&s));
+    let data = base64::engine::general_purpose::STANDARD.encode(drawn_mask(s));
     create(
-        &s,
+        s,
         &s.ann1,
         json!({"series_instance_uid": series, "sop_instance_uid": sop, "frame": 1,
                "kind": "mask", "name": "LV cavity",
                "payload": {"rows": s.inst.rows, "columns": s.inst.columns, "data": data}}),
     )
     .await;
+    (series, sop)
+}
+
+#[tokio::test]
+async fn seg_of_a_source_in_a_frame_of_reference_carries_its_geometry() {
+    let s = setup().await;
+    let (_, sop) = frame_of_reference_copy(&s, "77", true).await;
+    let r = export(&s, "seg", &s.root).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers.get(header::WARNING).is_none());
+    let files = unzip(&r.bytes);
+    let (_, bytes) = files
+        .iter()
+        .find(|(n, _)| n.contains(&sop) && n.ends_with(".dcm"))
+        .expect("a SEG of the source with a frame of reference");
+    let seg = dicom_object::from_reader(&bytes[128..]).unwrap();
+    let text = |o: &InMemDicomObject, t| o.element(t).unwrap().to_str().unwrap().to_string();
+    let floats = |o: &InMemDicomObject, t| o.element(t).unwrap().to_multi_float64().unwrap();
+    let item = |o: &InMemDicomObject, t| o.element(t).unwrap().items().unwrap()[0].clone();
+    assert_eq!(text(&seg, tags::FRAME_OF_REFERENCE_UID), "2.25.77");
+    assert!(seg.element(tags::PATIENT_ORIENTATION).is_err());
+    let shared = item(&seg, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    let measures = item(&shared, tags::PIXEL_MEASURES_SEQUENCE);
+    assert_eq!(floats(&measures, tags::PIXEL_SPACING), vec![0.5, 0.4]);
+    assert_eq!(floats(&measures, tags::SLICE_THICKNESS), vec![2.0]);
+    let orientation = item(&shared, tags::PLANE_ORIENTATION_SEQUENCE);
+    assert_eq!(
+        floats(&orientation, tags::IMAGE_ORIENTATION_PATIENT),
+        vec![1.0, 0.0, 0.0, 0.0, 0.0, -1.0]
+    );
+    let frame = item(&seg, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
+    let plane = item(&frame, tags::PLANE_POSITION_SEQUENCE);
+    assert_eq!(
+        floats(&plane, tags::IMAGE_POSITION_PATIENT),
+        vec![-10.5, 20.0, 30.25]
+    );
+    let content = item(&frame, tags::FRAME_CONTENT_SEQUENCE);
+    assert!(content.element(tags::TEMPORAL_POSITION_INDEX).is_err());
+    let dims = seg
+        .element(tags::DIMENSION_INDEX_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()
+        .to_vec();
+    let pointer = dims[1]
+        .element(tags::DIMENSION_INDEX_POINTER)
+        .unwrap()
+        .value()
+        .to_tag()
+        .unwrap();
+    assert_eq!(pointer, tags::IMAGE_POSITION_PATIENT);
+    let packed = seg.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+    let pixels = (s.inst.rows * s.inst.columns) as usize;
+    let mask: Vec<u8> = drawn_mask(&s).iter().map(|&v| (v != 0) as u8).collect();
+    assert_eq!(bedside_dicom::seg::unpack_bits(&packed, pixels), mask);
+}
+
+#[tokio::test]
+async fn seg_leaves_out_sources_in_a_frame_of_reference_without_geometry() {
+    let s = setup().await;
+    let (_, sop) = frame_of_reference_copy(&s, "78", false).await;
     let r = export(&s, "seg", &s.root).await;
     assert_eq!(r.status, StatusCode::OK);
     let warning = r.headers[header::WARNING].to_str().unwrap().to_string();
     assert!(
-        warning.contains(&sop) && warning.contains("Frame of Reference"),
+        warning.contains(&sop) && warning.contains("Image Orientation (Patient)"),
         "{warning}"
     );
     let files = unzip(&r.bytes);

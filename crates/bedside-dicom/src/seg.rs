@@ -10,8 +10,11 @@
 //! its position in the two dimensions segment × source frame (Frame Content →
 //! `DimensionIndexValues`, the second index held in `TemporalPositionIndex`). Sources without
 //! a frame of reference (ultrasound) need no plane position or orientation, and none is
-//! written; sources with one are refused ([`SegError::FrameOfReference`]) rather than written
-//! without the geometry the IOD would then require.
+//! written. Sources with one (CT, MR, PET: [`PlaneGeometry`], read from the classic image
+//! attributes or an enhanced image's functional groups) give the segmentation their Frame of
+//! Reference, Pixel Measures and Plane Orientation (shared) and each frame's Plane Position,
+//! and the second dimension is then Image Position (Patient), indexed in order along the
+//! slice normal, as the IOD requires of segmentations in a frame of reference.
 //!
 //! ```
 //! use bedside_dicom::seg::{Segment, SegmentAlgorithm, SegmentFrame, Segmentation, SourceImage};
@@ -23,6 +26,7 @@
 //!     number_of_frames: 2,
 //!     rows: 2,
 //!     columns: 4,
+//!     geometry: None,
 //! };
 //! let study = SourceStudy { study_instance_uid: "2.25.3".into(), ..Default::default() };
 //! let mut seg = Segmentation::new(study, vec![source], "2.25.4", "2.25.5");
@@ -41,7 +45,9 @@ use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use crate::elements::{code_item, put_empty, put_is, put_seq, put_str, put_tag, put_u16, put_u32};
+use crate::elements::{
+    code_item, put_ds, put_empty, put_is, put_seq, put_str, put_tag, put_u16, put_u32,
+};
 use crate::sr::{Code, SourceStudy};
 
 /// SOP Class UID of Segmentation Storage.
@@ -95,11 +101,9 @@ pub enum SegError {
     /// A source attribute is missing.
     #[error("the source image lacks {0}")]
     MissingSourceAttribute(&'static str),
-    /// A source has a frame of reference, which needs plane geometry this writer does not write.
-    #[error(
-        "the source has a Frame of Reference; writing its plane position and orientation is not supported"
-    )]
-    FrameOfReference,
+    /// The sources mix frames of reference (or some have one and others not).
+    #[error("the source images are not all in one frame of reference")]
+    MixedFrameOfReference,
     /// A text value does not fit its VR.
     #[error("{what}: {reason}")]
     InvalidText {
@@ -113,8 +117,124 @@ pub enum SegError {
     TooLarge(usize),
 }
 
+/// Where the frames of a source in a frame of reference lie in the patient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaneGeometry {
+    /// Frame of Reference UID.
+    pub frame_of_reference_uid: String,
+    /// Image Orientation (Patient): the row, then the column direction cosines.
+    pub orientation: [f64; 6],
+    /// Pixel Spacing in mm: between rows, then between columns.
+    pub pixel_spacing: [f64; 2],
+    /// Slice Thickness in mm, when the source gives it.
+    pub slice_thickness: Option<f64>,
+    /// Image Position (Patient) of each frame, in frame order.
+    pub positions: Vec<[f64; 3]>,
+}
+
+impl PlaneGeometry {
+    /// The distance of frame `frame` (1-based) along the slice normal.
+    fn depth(&self, frame: u32) -> f64 {
+        let o = &self.orientation;
+        let n = [
+            o[1] * o[5] - o[2] * o[4],
+            o[2] * o[3] - o[0] * o[5],
+            o[0] * o[4] - o[1] * o[3],
+        ];
+        self.positions
+            .get(frame.saturating_sub(1) as usize)
+            .map_or(0.0, |p| p[0] * n[0] + p[1] * n[1] + p[2] * n[2])
+    }
+
+    /// Reads the geometry of an image with a Frame of Reference: the classic attributes
+    /// (Image Orientation/Position (Patient), Pixel Spacing) or, for enhanced multi-frame
+    /// images, the shared and per-frame functional groups.
+    fn from_object(
+        obj: &InMemDicomObject,
+        frame_of_reference_uid: String,
+        frames: u32,
+    ) -> Result<Self, SegError> {
+        // Decimal strings as text split on backslashes: one way for values read from a file
+        // and for those built in memory as one string.
+        fn floats(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
+            let text = obj.element_opt(tag).ok().flatten()?.to_str().ok()?;
+            text.split('\\')
+                .map(|x| x.trim_matches(['\0', ' ']).parse::<f64>().ok())
+                .collect::<Option<Vec<f64>>>()
+                .filter(|v| v.iter().all(|x| x.is_finite()))
+        }
+        fn item(obj: &InMemDicomObject, seq: Tag) -> Option<&InMemDicomObject> {
+            obj.element_opt(seq)
+                .ok()
+                .flatten()
+                .and_then(|e| e.items())
+                .and_then(|items| items.first())
+        }
+        // An attribute in a functional group: per-frame first, else shared, else top level.
+        let shared = item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+        let per_frame: Vec<&InMemDicomObject> = obj
+            .element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+            .ok()
+            .flatten()
+            .and_then(|e| e.items())
+            .map(|items| items.iter().collect())
+            .unwrap_or_default();
+        let grouped = |frame: Option<usize>, group: Tag, tag: Tag| -> Option<Vec<f64>> {
+            frame
+                .and_then(|f| per_frame.get(f))
+                .and_then(|pf| item(pf, group))
+                .and_then(|g| floats(g, tag))
+                .or_else(|| {
+                    shared
+                        .and_then(|s| item(s, group))
+                        .and_then(|g| floats(g, tag))
+                })
+                .or_else(|| floats(obj, tag))
+        };
+        let orientation: [f64; 6] = grouped(
+            Some(0),
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            tags::IMAGE_ORIENTATION_PATIENT,
+        )
+        .and_then(|v| v.try_into().ok())
+        .ok_or(SegError::MissingSourceAttribute(
+            "Image Orientation (Patient)",
+        ))?;
+        let pixel_spacing: [f64; 2] =
+            grouped(Some(0), tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING)
+                .and_then(|v| v.try_into().ok())
+                .filter(|v: &[f64; 2]| v.iter().all(|x| *x > 0.0))
+                .ok_or(SegError::MissingSourceAttribute("Pixel Spacing"))?;
+        let slice_thickness = grouped(
+            Some(0),
+            tags::PIXEL_MEASURES_SEQUENCE,
+            tags::SLICE_THICKNESS,
+        )
+        .and_then(|v| v.first().copied())
+        .filter(|t| *t > 0.0);
+        let positions = (0..frames as usize)
+            .map(|f| {
+                grouped(
+                    Some(f),
+                    tags::PLANE_POSITION_SEQUENCE,
+                    tags::IMAGE_POSITION_PATIENT,
+                )
+                .and_then(|v| v.try_into().ok())
+                .ok_or(SegError::MissingSourceAttribute("Image Position (Patient)"))
+            })
+            .collect::<Result<Vec<[f64; 3]>, _>>()?;
+        Ok(Self {
+            frame_of_reference_uid,
+            orientation,
+            pixel_spacing,
+            slice_thickness,
+            positions,
+        })
+    }
+}
+
 /// One image that the segmentation is derived from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceImage {
     /// SOP Class UID.
     pub sop_class_uid: String,
@@ -128,11 +248,13 @@ pub struct SourceImage {
     pub rows: u16,
     /// Columns.
     pub columns: u16,
+    /// Where the frames lie, for sources in a frame of reference (`None` for ultrasound).
+    pub geometry: Option<PlaneGeometry>,
 }
 
 impl SourceImage {
-    /// Reads the references and geometry from a source image. Refuses sources with a Frame of
-    /// Reference (see the module documentation).
+    /// Reads the references and geometry from a source image (with its plane geometry when
+    /// it has a Frame of Reference).
     pub fn from_object(obj: &InMemDicomObject) -> Result<Self, SegError> {
         let text = |tag| {
             obj.element_opt(tag)
@@ -148,9 +270,14 @@ impl SourceImage {
                 .flatten()
                 .and_then(|e| e.to_int::<u32>().ok())
         };
-        if text(tags::FRAME_OF_REFERENCE_UID).is_some() {
-            return Err(SegError::FrameOfReference);
-        }
+        let number_of_frames = int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+        let geometry = match text(tags::FRAME_OF_REFERENCE_UID) {
+            Some(uid) if crate::uid::is_valid(&uid) => {
+                Some(PlaneGeometry::from_object(obj, uid, number_of_frames)?)
+            }
+            Some(_) => return Err(SegError::InvalidUid("source Frame of Reference UID")),
+            None => None,
+        };
         let rows = int(tags::ROWS).ok_or(SegError::MissingSourceAttribute("Rows"))?;
         let columns = int(tags::COLUMNS).ok_or(SegError::MissingSourceAttribute("Columns"))?;
         Ok(Self {
@@ -160,10 +287,11 @@ impl SourceImage {
                 .ok_or(SegError::MissingSourceAttribute("SOP Instance UID"))?,
             series_instance_uid: text(tags::SERIES_INSTANCE_UID)
                 .ok_or(SegError::MissingSourceAttribute("Series Instance UID"))?,
-            number_of_frames: int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1),
+            number_of_frames,
             rows: u16::try_from(rows).map_err(|_| SegError::MissingSourceAttribute("Rows"))?,
             columns: u16::try_from(columns)
                 .map_err(|_| SegError::MissingSourceAttribute("Columns"))?,
+            geometry,
         })
     }
 
@@ -223,7 +351,7 @@ impl Segment {
 }
 
 /// A Segmentation instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Segmentation {
     /// Patient and study of the sources.
     pub study: SourceStudy,
@@ -351,7 +479,21 @@ impl Segmentation {
         if rows == 0 || columns == 0 {
             return Err(SegError::SourceGeometry);
         }
+        let frame_of_reference = first.geometry.as_ref().map(|g| &g.frame_of_reference_uid);
+        if self.sources.iter().any(|s| {
+            s.geometry.as_ref().map(|g| &g.frame_of_reference_uid) != frame_of_reference
+                || s.geometry
+                    .as_ref()
+                    .is_some_and(|g| g.positions.len() != s.number_of_frames as usize)
+        }) {
+            return Err(SegError::MixedFrameOfReference);
+        }
         Ok((rows, columns))
+    }
+
+    /// The sources' common plane geometry, if they are in a frame of reference.
+    fn geometry(&self) -> Option<&PlaneGeometry> {
+        self.sources.first().and_then(|s| s.geometry.as_ref())
     }
 
     /// The frames to write, in order: (segment index, frame) sorted by segment, source, frame.
@@ -410,11 +552,22 @@ impl Segmentation {
         {
             return Err(SegError::TooLarge(frames.len()));
         }
-        // The second dimension: each referenced source frame's position, in source order.
+        // The second dimension: each referenced source frame's position, in source order, or
+        // in a frame of reference along the slice normal (the order of Image Position).
         let mut positions: Vec<(usize, u32)> =
             frames.iter().map(|(_, f)| (f.source, f.frame)).collect();
         positions.sort_unstable();
         positions.dedup();
+        let geometry = self.geometry();
+        if geometry.is_some() {
+            let depth = |(s, f): (usize, u32)| {
+                self.sources[s]
+                    .geometry
+                    .as_ref()
+                    .map_or(0.0, |g| g.depth(f))
+            };
+            positions.sort_by(|a, b| depth(*a).total_cmp(&depth(*b)).then(a.cmp(b)));
+        }
 
         let mut obj =
             crate::sr::object_of_study(SEGMENTATION_STORAGE, &self.sop_instance_uid, &self.study);
@@ -450,8 +603,20 @@ impl Segmentation {
         put_is(&mut obj, tags::INSTANCE_NUMBER, self.instance_number);
         put_str(&mut obj, tags::CONTENT_DATE, VR::DA, &self.content_date);
         put_str(&mut obj, tags::CONTENT_TIME, VR::TM, &self.content_time);
-        // Type 2C in General Image whenever no plane orientation is given, as here.
-        put_empty(&mut obj, tags::PATIENT_ORIENTATION, VR::CS);
+        match geometry {
+            // Frame of Reference module.
+            Some(g) => {
+                put_str(
+                    &mut obj,
+                    tags::FRAME_OF_REFERENCE_UID,
+                    VR::UI,
+                    &g.frame_of_reference_uid,
+                );
+                put_empty(&mut obj, tags::POSITION_REFERENCE_INDICATOR, VR::LO);
+            }
+            // Type 2C in General Image whenever no plane orientation is given.
+            None => put_empty(&mut obj, tags::PATIENT_ORIENTATION, VR::CS),
+        }
         put_str(&mut obj, tags::IMAGE_TYPE, VR::CS, "DERIVED\\PRIMARY");
         put_str(&mut obj, tags::CONTENT_LABEL, VR::CS, &self.content_label);
         put_str(
@@ -525,25 +690,53 @@ impl Segmentation {
                     tags::SEGMENT_IDENTIFICATION_SEQUENCE,
                     "Segment Number",
                 ),
-                dim(
-                    tags::TEMPORAL_POSITION_INDEX,
-                    tags::FRAME_CONTENT_SEQUENCE,
-                    "Source Frame",
-                ),
+                if geometry.is_some() {
+                    dim(
+                        tags::IMAGE_POSITION_PATIENT,
+                        tags::PLANE_POSITION_SEQUENCE,
+                        "Image Position (Patient)",
+                    )
+                } else {
+                    dim(
+                        tags::TEMPORAL_POSITION_INDEX,
+                        tags::FRAME_CONTENT_SEQUENCE,
+                        "Source Frame",
+                    )
+                },
             ],
         );
         // Multi-frame Functional Groups.
+        let mut shared = InMemDicomObject::new_empty();
+        if let Some(g) = geometry {
+            let mut measures = InMemDicomObject::new_empty();
+            put_ds(&mut measures, tags::PIXEL_SPACING, &g.pixel_spacing);
+            if let Some(t) = g.slice_thickness {
+                put_ds(&mut measures, tags::SLICE_THICKNESS, &[t]);
+            }
+            put_seq(&mut shared, tags::PIXEL_MEASURES_SEQUENCE, vec![measures]);
+            let mut orientation = InMemDicomObject::new_empty();
+            put_ds(
+                &mut orientation,
+                tags::IMAGE_ORIENTATION_PATIENT,
+                &g.orientation,
+            );
+            put_seq(
+                &mut shared,
+                tags::PLANE_ORIENTATION_SEQUENCE,
+                vec![orientation],
+            );
+        }
         put_seq(
             &mut obj,
             tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
-            vec![InMemDicomObject::new_empty()],
+            vec![shared],
         );
+        let index: std::collections::HashMap<(usize, u32), usize> =
+            positions.iter().enumerate().map(|(i, p)| (*p, i)).collect();
         let per_frame = frames
             .iter()
             .map(|(k, f)| {
-                let position = positions
-                    .binary_search(&(f.source, f.frame))
-                    .map_or(0, |p| p + 1) as u32;
+                let position = index.get(&(f.source, f.frame)).map_or(0, |p| p + 1) as u32;
                 self.frame_item(*k + 1, f, position)
             })
             .collect();
@@ -651,7 +844,9 @@ impl Segmentation {
         );
 
         let mut content = InMemDicomObject::new_empty();
-        put_u32(&mut content, tags::TEMPORAL_POSITION_INDEX, &[position]);
+        if src.geometry.is_none() {
+            put_u32(&mut content, tags::TEMPORAL_POSITION_INDEX, &[position]);
+        }
         put_u32(
             &mut content,
             tags::DIMENSION_INDEX_VALUES,
@@ -667,6 +862,15 @@ impl Segmentation {
         let mut item = InMemDicomObject::new_empty();
         put_seq(&mut item, tags::DERIVATION_IMAGE_SEQUENCE, vec![derivation]);
         put_seq(&mut item, tags::FRAME_CONTENT_SEQUENCE, vec![content]);
+        if let Some(p) = src
+            .geometry
+            .as_ref()
+            .and_then(|g| g.positions.get(f.frame.saturating_sub(1) as usize))
+        {
+            let mut plane = InMemDicomObject::new_empty();
+            put_ds(&mut plane, tags::IMAGE_POSITION_PATIENT, p);
+            put_seq(&mut item, tags::PLANE_POSITION_SEQUENCE, vec![plane]);
+        }
         put_seq(
             &mut item,
             tags::SEGMENT_IDENTIFICATION_SEQUENCE,
@@ -749,6 +953,7 @@ mod tests {
             number_of_frames: frames,
             rows: 3,
             columns: 5,
+            geometry: None,
         }
     }
 
@@ -763,6 +968,174 @@ mod tests {
         s.segments
             .push(Segment::left_ventricle(SegmentAlgorithm::Manual, frames));
         s
+    }
+
+    /// An enhanced multi-frame source: orientation and spacing shared, one position per frame,
+    /// the frames running against the slice normal (z falls as frames go on).
+    fn enhanced(frames: u32) -> InMemDicomObject {
+        let mut o = InMemDicomObject::new_empty();
+        put_str(
+            &mut o,
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            "1.2.840.10008.5.1.4.1.1.4.1",
+        );
+        put_str(&mut o, tags::SOP_INSTANCE_UID, VR::UI, "2.25.21");
+        put_str(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, "2.25.22");
+        put_str(&mut o, tags::FRAME_OF_REFERENCE_UID, VR::UI, "2.25.23");
+        put_u16(&mut o, tags::ROWS, &[3]);
+        put_u16(&mut o, tags::COLUMNS, &[5]);
+        put_is(&mut o, tags::NUMBER_OF_FRAMES, frames as i64);
+        let mut measures = InMemDicomObject::new_empty();
+        put_ds(&mut measures, tags::PIXEL_SPACING, &[0.7, 0.8]);
+        let mut orientation = InMemDicomObject::new_empty();
+        put_ds(
+            &mut orientation,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        );
+        let mut shared = InMemDicomObject::new_empty();
+        put_seq(&mut shared, tags::PIXEL_MEASURES_SEQUENCE, vec![measures]);
+        put_seq(
+            &mut shared,
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            vec![orientation],
+        );
+        put_seq(
+            &mut o,
+            tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+            vec![shared],
+        );
+        let per_frame = (0..frames)
+            .map(|f| {
+                let mut plane = InMemDicomObject::new_empty();
+                put_ds(
+                    &mut plane,
+                    tags::IMAGE_POSITION_PATIENT,
+                    &[-1.0, 2.0, 10.0 - 2.5 * f as f64],
+                );
+                let mut item = InMemDicomObject::new_empty();
+                put_seq(&mut item, tags::PLANE_POSITION_SEQUENCE, vec![plane]);
+                item
+            })
+            .collect();
+        put_seq(
+            &mut o,
+            tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+            per_frame,
+        );
+        o
+    }
+
+    #[test]
+    fn enhanced_sources_place_every_frame_along_the_normal() {
+        let src = SourceImage::from_object(&enhanced(4)).unwrap();
+        let g = src.geometry.clone().unwrap();
+        assert_eq!(g.frame_of_reference_uid, "2.25.23");
+        assert_eq!(g.pixel_spacing, [0.7, 0.8]);
+        assert_eq!(g.slice_thickness, None);
+        assert_eq!(g.positions[3], [-1.0, 2.0, 2.5]);
+        let study = SourceStudy {
+            study_instance_uid: "2.25.13".into(),
+            ..Default::default()
+        };
+        let mut s = Segmentation::new(study, vec![src], "2.25.14", "2.25.15");
+        s.content_date = "20260101".into();
+        s.content_time = "101010".into();
+        let mask = vec![1u8; 15];
+        s.segments.push(Segment::left_ventricle(
+            SegmentAlgorithm::Manual,
+            [1, 2, 4]
+                .iter()
+                .map(|&frame| SegmentFrame {
+                    source: 0,
+                    frame,
+                    mask: mask.clone(),
+                })
+                .collect(),
+        ));
+        let obj = s.to_object().unwrap();
+        let frames = obj
+            .element(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()
+            .to_vec();
+        let z: Vec<f64> = frames
+            .iter()
+            .map(|f| {
+                let plane = &f
+                    .element(tags::PLANE_POSITION_SEQUENCE)
+                    .unwrap()
+                    .items()
+                    .unwrap()[0];
+                let text = plane
+                    .element(tags::IMAGE_POSITION_PATIENT)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                text.split('\\').nth(2).unwrap().parse::<f64>().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            z,
+            vec![10.0, 7.5, 2.5],
+            "each frame at its source frame's position"
+        );
+        // Positions are indexed along the normal (+z): the last source frame comes first.
+        let index: Vec<u32> = frames
+            .iter()
+            .map(|f| {
+                let c = &f
+                    .element(tags::FRAME_CONTENT_SEQUENCE)
+                    .unwrap()
+                    .items()
+                    .unwrap()[0];
+                c.element(tags::DIMENSION_INDEX_VALUES)
+                    .unwrap()
+                    .to_multi_int::<u32>()
+                    .unwrap()[1]
+            })
+            .collect();
+        assert_eq!(index, vec![3, 2, 1]);
+        let encoded = crate::write::encode_file(obj, crate::ts::EXPLICIT_VR_LE).unwrap();
+        assert!(encoded.len() > 132);
+    }
+
+    #[test]
+    fn frames_of_reference_must_agree_and_be_complete() {
+        let mut partial = enhanced(3);
+        partial.remove_element(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+        assert!(matches!(
+            SourceImage::from_object(&partial),
+            Err(SegError::MissingSourceAttribute(
+                "Image Orientation (Patient)"
+            ))
+        ));
+        let a = SourceImage::from_object(&enhanced(2)).unwrap();
+        let mut b = a.clone();
+        b.sop_instance_uid = "2.25.24".into();
+        b.geometry = None;
+        let study = SourceStudy {
+            study_instance_uid: "2.25.13".into(),
+            ..Default::default()
+        };
+        let mut s = Segmentation::new(study, vec![a, b], "2.25.14", "2.25.15");
+        s.content_date = "20260101".into();
+        s.content_time = "101010".into();
+        s.segments.push(Segment::left_ventricle(
+            SegmentAlgorithm::Manual,
+            vec![SegmentFrame {
+                source: 1,
+                frame: 1,
+                mask: vec![1; 15],
+            }],
+        ));
+        assert!(matches!(
+            s.to_object(),
+            Err(SegError::MixedFrameOfReference)
+        ));
     }
 
     #[test]
