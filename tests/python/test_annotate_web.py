@@ -10,6 +10,7 @@ A second test points the prebuilt OHIF viewer (npm `@ohif/app`) at the same serv
 
 import hashlib
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -206,6 +207,62 @@ def test_browser_end_to_end(site, tmp_path):
     values = {v["quantity"]: v for v in mask["measurement"]["values"]}
     assert values["pixels"]["value"] > 20 and values["area"]["unit"] == "mm2"
     assert "alice" in result["presence"]
+
+    # The polygon, ellipse and rectangle tools: saved where the mouse went, on frame 3, with
+    # the server's area from the region's calibration, shown as such to both users.
+    C, R = ds.Columns, ds.Rows
+    shapes = result["shapes"]
+
+    def shown(value):
+        """As the interface prints a value: 0, 1 or 2 decimals by magnitude."""
+        return f"{value:.{0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2}f}"
+
+    def area_of(a):
+        [v] = [v for v in a["measurement"]["values"] if v["quantity"] == "area"]
+        assert v["unit"] == "mm2", v
+        return v["value"]
+
+    def calibration(points):
+        region = region_for(ds, points)
+        assert region is not None
+        return float(region.PhysicalDeltaX) * 10, float(region.PhysicalDeltaY) * 10
+
+    for kind, name in [("polygon", "LV area"), ("ellipse", "LA"), ("area", "RA")]:
+        a = anns[shapes[kind]["id"]]
+        assert (a["kind"], a["name"], a["author"]) == (kind, name, "alice")
+        assert a["sop_instance_uid"] == ds.SOPInstanceUID and a["frame"] == result["frame"]
+        value = area_of(a)
+        assert f"area {shown(value)} mm²" in shapes[kind]["text"], (shapes[kind], value)
+        assert shapes[kind]["seen_by_annotator"] == shapes[kind]["text"]
+
+    ellipse = anns[shapes["ellipse"]["id"]]["payload"]
+    (cx, cy), (rx, ry) = ellipse["center"], ellipse["radii"]
+    assert abs(cx - 0.3 * C) < 1.5 and abs(cy - 0.6 * R) < 1.5, ellipse
+    assert abs(rx - 0.05 * C) < 1.5 and abs(ry - 0.04 * R) < 1.5, ellipse
+    dx, dy = calibration([(cx - rx, cy - ry), (cx + rx, cy + ry)])
+    expected = math.pi * rx * dx * ry * dy
+    assert abs(area_of(anns[shapes["ellipse"]["id"]]) - expected) < 1e-6 * expected
+
+    rect = anns[shapes["area"]["id"]]["payload"]["points"]
+    xs, ys = [p[0] for p in rect], [p[1] for p in rect]
+    assert len(rect) == 4
+    assert abs(min(xs) - 0.5 * C) < 1.5 and abs(max(xs) - 0.62 * C) < 1.5, rect
+    assert abs(min(ys) - 0.52 * R) < 1.5 and abs(max(ys) - 0.6 * R) < 1.5, rect
+    dx, dy = calibration(rect)
+    expected = (max(xs) - min(xs)) * dx * (max(ys) - min(ys)) * dy
+    assert abs(area_of(anns[shapes["area"]["id"]]) - expected) < 1e-6 * expected
+
+    loop = anns[shapes["polygon"]["id"]]["payload"]["points"]
+    assert len(loop) >= 4
+    assert all(0.35 * C - 2 <= x <= 0.45 * C + 2 and 0.35 * R - 2 <= y <= 0.45 * R + 2
+               for x, y in loop), loop
+    pixels = 0.5 * abs(sum(x0 * y1 - x1 * y0
+                           for (x0, y0), (x1, y1) in zip(loop, loop[1:] + loop[:1])))
+    drawn_square = (0.1 * C) * (0.1 * R)
+    assert abs(pixels - drawn_square) < 0.15 * drawn_square, (pixels, drawn_square)
+    dx, dy = calibration(loop)
+    expected = pixels * dx * dy
+    assert abs(area_of(anns[shapes["polygon"]["id"]]) - expected) < 1e-6 * expected
 
 
 # ------------------------------------------------------------------------------------------

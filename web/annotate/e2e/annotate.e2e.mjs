@@ -167,6 +167,41 @@ try {
   result.mask_seen_by_admin = await A.page.textContent('#annotations li[data-kind="mask"] .value');
   log('mask', result.mask_seen_by_admin);
 
+  // ---- the other measurement tools on frame 3, drawn with the mouse: a freehand polygon
+  // (a closed square loop), an ellipse (pressed at its centre, dragged to a corner of its box)
+  // and a rectangle area (corner to corner). Each is saved with the server's value in mm².
+  // Each starts clear of the text boxes already drawn, where a press would move a box.
+  await A.page.keyboard.press('Escape');
+  const drag = async (page, bx, pts, steps = 8) => {
+    const c = [];
+    for (const [x, y] of pts) c.push(await viewer(page, `imageToCanvas(${x}, ${y})`));
+    await page.mouse.move(bx.x + c[0][0], bx.y + c[0][1]);
+    await page.mouse.down();
+    for (const p of c.slice(1)) await page.mouse.move(bx.x + p[0], bx.y + p[1], { steps });
+    await page.mouse.up();
+  };
+  const C = inst.columns, R = inst.rows;
+  const shapes = [
+    ['polygon', '#measure-1', [[0.35 * C, 0.35 * R], [0.45 * C, 0.35 * R], [0.45 * C, 0.45 * R],
+      [0.35 * C, 0.45 * R], [0.35 * C, 0.355 * R]]],
+    ['ellipse', '#measure-2', [[0.3 * C, 0.6 * R], [0.35 * C, 0.64 * R]]],
+    ['area', '#measure-3', [[0.5 * C, 0.52 * R], [0.62 * C, 0.6 * R]]],
+  ];
+  result.shapes = {};
+  for (const [kind, button, pts] of shapes) {
+    await A.page.click(button);
+    await drag(A.page, box, pts);
+    const item = `#annotations li[data-kind="${kind}"]`;
+    await A.page.waitForSelector(`${item} .value:has-text("mm")`, { timeout: 15000 });
+    result.shapes[kind] = {
+      id: await A.page.getAttribute(item, 'data-id'),
+      text: await A.page.textContent(`${item} .value`),
+    };
+    await B.page.waitForSelector(`#annotations li[data-kind="${kind}"][data-author="${env('ADMIN')}"] .value:has-text("mm")`, { timeout: 15000 });
+    result.shapes[kind].seen_by_annotator = await B.page.textContent(`${item} .value`);
+    log(kind, result.shapes[kind].text);
+  }
+
   if (OUT_DIR) {
     await A.page.screenshot({ path: `${OUT_DIR}/admin.png` });
     await B.page.screenshot({ path: `${OUT_DIR}/annotator.png` });
