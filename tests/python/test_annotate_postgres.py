@@ -173,6 +173,25 @@ def test_killing_one_server_loses_nothing_the_other_serves(servers):
     assert got["seq"] == 40
 
 
+def test_tls_to_the_database_is_verified(servers, bedside, tmp_path):
+    _, _, _, data, url = servers
+    ca = os.environ.get("BEDSIDE_TEST_POSTGRES_CA")
+    assert ca, "BEDSIDE_TEST_POSTGRES_CA is printed by scripts/postgres.sh beside the URL"
+    run = subprocess.run(
+        [str(bedside), "annotate", "user", "list", "--data", str(data),
+         "--database", url + "?sslmode=require", "--database-ca", ca],
+        capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "root" in run.stdout
+    # A server whose certificate does not come from the trusted authorities is refused.
+    run = subprocess.run(
+        [str(bedside), "annotate", "user", "list", "--data", str(tmp_path / "d"),
+         "--database", url + "?sslmode=require"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "BEDSIDE_DATABASE_CA": "/etc/ssl/certs/ca-certificates.crt"})
+    assert run.returncode != 0 and "certificate" in run.stderr, run.stderr
+
+
 def test_an_unreachable_database_is_reported_without_its_password(bedside, tmp_path):
     secret = "s3cret-pw-xyz"
     run = subprocess.run(

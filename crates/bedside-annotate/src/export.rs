@@ -162,19 +162,18 @@ pub fn render(
     }
 }
 
-/// Renders an export straight from a data folder and its database (the data folder's SQLite
-/// file, or PostgreSQL at `database`) (the `bedside annotate export` command): `project` is a
-/// project's id or name; every annotation is exported, as to an admin.
+/// Renders an export straight from a data folder and its database (the
+/// `bedside annotate export` command): `project` is a project's id or name; every annotation
+/// is exported, as to an admin.
 pub fn render_from_folder(
     data: &std::path::Path,
-    database: Option<&str>,
+    database: &crate::sql::Database,
     project: &str,
     format: Format,
     study: Option<&str>,
 ) -> Result<Rendered, ExportError> {
-    let database = crate::sql::Database::open(data, database)?;
-    let store = crate::store::DiskStore::with_database(data, &database)?;
-    let db = AnnotateDb::with_database(&database)?;
+    let store = crate::store::DiskStore::with_database(data, database)?;
+    let db = AnnotateDb::with_database(database)?;
     let who = Principal {
         user_id: 0,
         username: String::new(),

@@ -27,6 +27,9 @@ pub struct ServeConfig {
     /// A PostgreSQL URL to keep the index, accounts and annotations in instead of the data
     /// folder's SQLite file (for several servers sharing one data folder).
     pub database: Option<String>,
+    /// Certificate authorities (PEM) that a PostgreSQL server reached with `sslmode=require`
+    /// must be signed by (default: the system's).
+    pub database_ca: Option<PathBuf>,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// DICOMweb settings.
@@ -128,7 +131,11 @@ pub fn app(
 /// (useful with port 0).
 pub fn serve(config: ServeConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let database = crate::sql::Database::open(&config.data, config.database.as_deref())?;
+    let database = crate::sql::Database::open_with_ca(
+        &config.data,
+        config.database.as_deref(),
+        config.database_ca.as_deref(),
+    )?;
     let store: Arc<dyn StudyStore> = Arc::new(DiskStore::with_database(&config.data, &database)?);
     let db = Arc::new(AnnotateDb::with_database(&database)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -524,6 +524,8 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 /// A small pool of PostgreSQL connections.
 pub struct PgPool {
     config: postgres::Config,
+    /// Set for `sslmode=require`: TLS that verifies the server's certificate.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     target: String,
     max: usize,
     state: Mutex<PoolState>,
@@ -563,8 +565,11 @@ impl Drop for Lease<'_> {
 }
 
 impl PgPool {
-    /// A pool of at most `max` connections to `url` (nothing is connected yet).
-    pub fn new(url: &str, max: usize) -> Result<Self, OpenError> {
+    /// A pool of at most `max` connections to `url` (nothing is connected yet). With
+    /// `sslmode=require` in the URL, connections use TLS and verify the server's certificate
+    /// and name against `ca_file` (PEM) or else the system's certificate authorities; without
+    /// it they are not encrypted (use a local socket or a private network).
+    pub fn new(url: &str, max: usize, ca_file: Option<&Path>) -> Result<Self, OpenError> {
         let mut config: postgres::Config =
             url.parse()
                 .map_err(|e: postgres::Error| OpenError::Database {
@@ -578,8 +583,18 @@ impl PgPool {
             config.application_name("bedside-annotate");
         }
         let target = describe_pg(&config);
+        let tls = match config.get_ssl_mode() {
+            postgres::config::SslMode::Require => {
+                Some(tls_connector(ca_file).map_err(|why| OpenError::Database {
+                    database: target.clone(),
+                    cause: SqlError::Other(format!("TLS: {why}")),
+                })?)
+            }
+            _ => None,
+        };
         Ok(Self {
             config,
+            tls,
             target,
             max: max.max(1),
             state: Mutex::new(PoolState {
@@ -596,7 +611,10 @@ impl PgPool {
 
     /// A new connection outside the pool (the notification listener's).
     fn connect(&self) -> Result<postgres::Client, SqlError> {
-        Ok(self.config.connect(postgres::NoTls)?)
+        Ok(match &self.tls {
+            Some(tls) => self.config.connect(tls.clone())?,
+            None => self.config.connect(postgres::NoTls)?,
+        })
     }
 
     fn lease(&self) -> Result<Lease<'_>, SqlError> {
@@ -713,6 +731,51 @@ impl PgPool {
     }
 }
 
+/// The system's certificate authorities (Debian's bundle, or `SSL_CERT_FILE`).
+const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
+/// A rustls (ring) connector trusting the certificates of `ca_file`, or the system's.
+fn tls_connector(
+    ca_file: Option<&Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use pki_types::CertificateDer;
+    use pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    let file = match ca_file {
+        Some(f) => f.to_path_buf(),
+        None => env
+            .or_else(|| {
+                SYSTEM_CA_FILES
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.exists())
+            })
+            .ok_or("no certificate authorities: give the server's CA (--database-ca)")?,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
+        // A bundle may hold certificates this verifier cannot use; the rest still count.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no usable certificate", file.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 /// Host, port and database of a PostgreSQL configuration, without user or password.
 fn describe_pg(config: &postgres::Config) -> String {
     let host = config
@@ -784,6 +847,16 @@ impl Database {
     /// (`postgres://user:password@host:port/db` or the key=value form), creating the folder
     /// and the schema as needed.
     pub fn open(data: &Path, url: Option<&str>) -> Result<Self, OpenError> {
+        Self::open_with_ca(data, url, None)
+    }
+
+    /// As [`Database::open`], verifying a PostgreSQL server reached with `sslmode=require`
+    /// against the certificate authorities of `ca_file` (PEM) instead of the system's.
+    pub fn open_with_ca(
+        data: &Path,
+        url: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, OpenError> {
         std::fs::create_dir_all(data).map_err(|source| OpenError::CreateFolder {
             path: data.to_path_buf(),
             source,
@@ -795,7 +868,7 @@ impl Database {
                 Ok(Database::Sqlite(data.to_path_buf()))
             }
             Some(url) => {
-                let pool = PgPool::new(url, PG_POOL)?;
+                let pool = PgPool::new(url, PG_POOL, ca_file)?;
                 let ddl: Vec<String> = MIGRATIONS
                     .iter()
                     .map(|m| postgres_ddl(m))

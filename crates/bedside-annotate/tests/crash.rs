@@ -37,6 +37,7 @@ fn server_child() {
     let config = bedside_annotate::server::ServeConfig {
         data: data.into(),
         database: std::env::var(DATABASE_VAR).ok(),
+        database_ca: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         dicomweb: Default::default(),
         auth: AuthConfig::default(),

@@ -449,3 +449,55 @@ async fn a_relay_that_loses_its_connection_resynchronises_its_clients() {
     .await;
     assert_eq!(op["seq"], 2);
 }
+
+#[test]
+fn tls_to_postgres_verifies_the_server() {
+    let Some(base) = base_url() else {
+        return;
+    };
+    let ca = std::env::var("BEDSIDE_TEST_POSTGRES_CA")
+        .expect("BEDSIDE_TEST_POSTGRES_CA (scripts/postgres.sh prints it beside the URL)");
+    let url = fresh_postgres_at(&base);
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let required = format!("{url}?sslmode=require");
+    // Trusting the server's certificate authority: connected over TLS, and only so.
+    let db = Database::open_with_ca(data.path(), Some(&required), Some(ca.as_ref())).unwrap();
+    let store = DiskStore::with_database(data.path(), &db).unwrap();
+    assert_eq!(store.instance_count().unwrap(), 0);
+    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+    let row = admin
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.datname = $1 AND a.application_name = 'bedside-annotate'",
+            &[&name],
+        )
+        .unwrap();
+    let (tls, plain): (i64, i64) = (row.get(0), row.get(1));
+    assert!(
+        tls >= 1 && plain == 0,
+        "{tls} TLS and {plain} plain connections"
+    );
+    // Trusting other authorities (the system's), the same server is refused, and the message
+    // says why without the password.
+    let other = tempfile::tempdir().unwrap();
+    let system = ["/etc/ssl/certs/ca-certificates.crt"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if let Some(system) = system {
+        let err = Database::open_with_ca(other.path(), Some(&required), Some(system.as_ref()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("certificate"), "{err}");
+        let password = base.split(':').nth(2).unwrap().split('@').next().unwrap();
+        assert!(!err.contains(password));
+    }
+    // A CA file that holds no certificate is an error of its own.
+    let empty = other.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let err = Database::open_with_ca(other.path(), Some(&required), Some(&empty))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no usable certificate"), "{err}");
+}

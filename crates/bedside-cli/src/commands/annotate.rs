@@ -72,9 +72,10 @@ const SERVE_EXAMPLES: &str = "Examples:
   # behind an HTTPS reverse proxy:
   bedside annotate serve --data annotate-data/ --secure-cookies
   # several servers behind a load balancer: one PostgreSQL database, one shared data folder
-  # (the password from ~/.pgpass or BEDSIDE_DATABASE_URL rather than the command line):
-  BEDSIDE_DATABASE_URL=postgres://bedside@db.example.org/annotate \\
-    bedside annotate serve --data /mnt/shared/annotate-data/ --listen 0.0.0.0:8042
+  # (a password goes in BEDSIDE_DATABASE_URL rather than on the command line):
+  BEDSIDE_DATABASE_URL='postgres://bedside@db.example.org/annotate?sslmode=require' \\
+    bedside annotate serve --data /mnt/shared/annotate-data/ --listen 0.0.0.0:8042 \\
+    --database-ca db-ca.pem
 
 Every endpoint needs a session: POST /api/login {\"username\", \"password\"} sets an HttpOnly,
 SameSite=Strict cookie and returns a CSRF token to send as X-CSRF-Token on POST/PUT/PATCH/DELETE.
@@ -108,6 +109,16 @@ pub struct DatabaseArg {
         value_name = "URL"
     )]
     pub database: Option<String>,
+    /// With sslmode=require in the URL: the certificate authorities (PEM) the PostgreSQL
+    /// server's certificate must come from (default: the system's). Without sslmode=require
+    /// the connection is not encrypted.
+    #[arg(
+        long,
+        env = "BEDSIDE_DATABASE_CA",
+        value_name = "FILE",
+        requires = "database"
+    )]
+    pub database_ca: Option<PathBuf>,
 }
 
 /// Account commands.
@@ -229,13 +240,14 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 /// The database of a command: the data folder's SQLite file, or PostgreSQL by URL.
-fn database(data: &std::path::Path, url: Option<&str>) -> anyhow::Result<Database> {
-    Database::open(data, url).context("opening the database")
+fn database(data: &std::path::Path, db: &DatabaseArg) -> anyhow::Result<Database> {
+    Database::open_with_ca(data, db.database.as_deref(), db.database_ca.as_deref())
+        .context("opening the database")
 }
 
 fn user_add(args: UserAddArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let password = read_password()?;
-    let db = AnnotateDb::with_database(&database(&args.data, args.db.database.as_deref())?)?;
+    let db = AnnotateDb::with_database(&database(&args.data, &args.db)?)?;
     match db.add_user(&args.username, &password, args.superuser) {
         Ok(()) => {}
         Err(
@@ -256,7 +268,7 @@ fn user_add(args: UserAddArgs, ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn user_list(args: UserListArgs) -> anyhow::Result<()> {
-    let db = AnnotateDb::with_database(&database(&args.data, args.db.database.as_deref())?)?;
+    let db = AnnotateDb::with_database(&database(&args.data, &args.db)?)?;
     for u in db.list_users().context("listing users")? {
         let roles: Vec<String> = u
             .projects
@@ -281,6 +293,7 @@ fn serve(args: ServeArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let config = server::ServeConfig {
         data: args.data.clone(),
         database: args.db.database.clone(),
+        database_ca: args.db.database_ca.clone(),
         listen: args.listen,
         dicomweb: bedside_dicomweb_config(&args),
         auth: bedside_annotate::api::AuthConfig {
@@ -328,7 +341,7 @@ fn import_cmd(args: ImportArgs, ctx: &Ctx) -> anyhow::Result<()> {
         return Err(Exit::invalid(format!("{} does not exist", args.input.display())).into());
     }
     let start = Instant::now();
-    let db = database(&args.data, args.db.database.as_deref())?;
+    let db = database(&args.data, &args.db)?;
     let store = DiskStore::with_database(&args.data, &db)?;
     let bar = ctx.progress(0, "import");
     bar.set_message("files");
@@ -384,9 +397,10 @@ fn export_cmd(args: ExportArgs, ctx: &Ctx) -> anyhow::Result<()> {
     use bedside_annotate::export_dicom::ExportError;
     let format = Format::parse(&args.format)
         .ok_or_else(|| Exit::invalid(format!("--format is {}", Format::NAMES)))?;
+    let db = database(&args.data, &args.db)?;
     let rendered = match render_from_folder(
         &args.data,
-        args.db.database.as_deref(),
+        &db,
         &args.project,
         format,
         args.study.as_deref(),
