@@ -26,7 +26,8 @@ trap finish EXIT
 BEDSIDE_SKIP_BUILD=1 ./scripts/setup.sh
 # A throwaway PostgreSQL for the annotation server's shared-database tests.
 pg_dir=$(mktemp -d)
-eval "$(./scripts/postgres.sh start "$pg_dir")"
+pg_env=$(./scripts/postgres.sh start "$pg_dir")
+eval "$pg_env"
 stage "setup"
 # Peers are installed above, so a missing one is a failure rather than a skip.
 export BEDSIDE_REQUIRE_PEERS=1
