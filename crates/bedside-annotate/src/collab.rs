@@ -22,11 +22,14 @@
 //! connection on the study (the sender included), in `seq` order. In blinded projects
 //! annotators and viewers only receive their own operations. Presence
 //! (`{"type": "presence", "user", "conn", "sop_instance_uid", "frame"}`, `"left": true` on
-//! leaving) is broadcast but not stored. A client that falls behind receives a new snapshot.
+//! leaving) is broadcast but not stored; servers sharing a PostgreSQL database pass it to each
+//! other (see [`Hub::remote_presence`]). A client that falls behind, or sees an operation
+//! number skipped, receives a new snapshot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -60,11 +63,42 @@ struct Room {
     presence: Mutex<HashMap<u64, Value>>,
 }
 
+/// How long another server's presence entry lasts without being announced again (servers
+/// announce theirs every [`PRESENCE_REFRESH`]); it outlives a server that stopped uncleanly by
+/// at most this long.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(60);
+
+/// How often a server announces its connections' presence again (PostgreSQL only).
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(20);
+
+/// Presence entries of connections on other servers, by study: connection → (message, when
+/// last announced).
+type RemotePresence = HashMap<(i64, String), HashMap<u64, (Value, Instant)>>;
+
 /// The rooms of every study with connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     rooms: Mutex<HashMap<(i64, String), Arc<Room>>>,
     next_conn: AtomicU64,
+    /// This server's tag: connection numbers start at `origin << 32`, so that they differ
+    /// between servers sharing a database, and its own presence announcements are known.
+    origin: u64,
+    remote: Mutex<RemotePresence>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        let mut tag = [0u8; 4];
+        // A collision only merges two servers' presence lists for a connection number.
+        let _ = getrandom::fill(&mut tag);
+        let origin = u64::from(u32::from_le_bytes(tag) & 0x000F_FFFF) + 1;
+        Self {
+            rooms: Mutex::default(),
+            next_conn: AtomicU64::new(origin << 32),
+            origin,
+            remote: Mutex::default(),
+        }
+    }
 }
 
 impl Hub {
@@ -131,6 +165,131 @@ impl Hub {
                 text: text.into(),
             }));
         }
+    }
+
+    /// The presence announcement of a connection (`presence` = `None` when it left), for the
+    /// other servers sharing the database.
+    fn announcement(
+        &self,
+        project: i64,
+        study: &str,
+        conn: u64,
+        user: &str,
+        presence: Option<&Value>,
+    ) -> Value {
+        json!({"origin": self.origin, "project": project, "study": study, "conn": conn,
+               "user": user, "presence": presence})
+    }
+
+    /// Every presence entry of this server's connections, as announcements (re-sent every
+    /// [`PRESENCE_REFRESH`] so that the other servers keep them).
+    pub fn local_presence(&self) -> Vec<Value> {
+        let rooms: Vec<((i64, String), Arc<Room>)> = {
+            let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            rooms.iter().map(|(k, r)| (k.clone(), r.clone())).collect()
+        };
+        let mut out = Vec::new();
+        for ((project, study), room) in rooms {
+            let map = room.presence.lock().unwrap_or_else(|p| p.into_inner());
+            for (conn, p) in map.iter() {
+                let user = p["user"].as_str().unwrap_or_default();
+                out.push(self.announcement(project, &study, *conn, user, Some(p)));
+            }
+        }
+        out
+    }
+
+    /// Takes another server's presence announcement: kept (or dropped, when it left) and
+    /// broadcast to this server's connections on the study if it changed anything.
+    pub fn remote_presence(&self, v: &Value) {
+        if v["origin"].as_u64() == Some(self.origin) {
+            return;
+        }
+        let (Some(project), Some(study), Some(conn)) = (
+            v["project"].as_i64(),
+            v["study"].as_str(),
+            v["conn"].as_u64(),
+        ) else {
+            return;
+        };
+        let key = (project, study.to_string());
+        let presence = v.get("presence").filter(|p| p.is_object());
+        let changed = {
+            let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            let entries = remote.entry(key.clone()).or_default();
+            let changed = match presence {
+                Some(p) => entries
+                    .insert(conn, (p.clone(), Instant::now()))
+                    .is_none_or(|(old, _)| old != *p),
+                None => entries.remove(&conn).is_some(),
+            };
+            if entries.is_empty() {
+                remote.remove(&key);
+            }
+            changed
+        };
+        if changed {
+            let text = match presence {
+                Some(p) => p.clone(),
+                None => json!({"type": "presence", "user": v["user"], "conn": conn, "left": true}),
+            };
+            self.send_presence(&key, text);
+        }
+    }
+
+    /// Drops other servers' entries not announced again within [`PRESENCE_TTL`], telling
+    /// this server's connections that they left.
+    pub fn expire_remote_presence(&self) {
+        let mut gone = Vec::new();
+        {
+            let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, entries) in remote.iter_mut() {
+                entries.retain(|conn, (p, at)| {
+                    let keep = at.elapsed() < PRESENCE_TTL;
+                    if !keep {
+                        gone.push((
+                            key.clone(),
+                            json!({"type": "presence", "user": p["user"],
+                                                       "conn": conn, "left": true}),
+                        ));
+                    }
+                    keep
+                });
+            }
+            remote.retain(|_, e| !e.is_empty());
+        }
+        for (key, text) in gone {
+            self.send_presence(&key, text);
+        }
+    }
+
+    fn send_presence(&self, key: &(i64, String), text: Value) {
+        let room = {
+            let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            rooms.get(key).cloned()
+        };
+        if let Some(room) = room {
+            let _ = room.tx.send(Arc::new(Event {
+                resync: false,
+                author_id: None,
+                seq: None,
+                text: text.to_string().into(),
+            }));
+        }
+    }
+
+    /// The presence entries of other servers' connections on a study.
+    fn remote_entries(&self, project: i64, study: &str) -> Vec<Value> {
+        let remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+        remote
+            .get(&(project, study.to_string()))
+            .map(|e| {
+                e.values()
+                    .filter(|(_, at)| at.elapsed() < PRESENCE_TTL)
+                    .map(|(p, _)| p.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Tells every connection to take a fresh snapshot (operations may have been missed).
@@ -237,6 +396,21 @@ pub fn refusal(e: &ApplyError) -> (u16, &'static str, String, Option<Value>) {
     }
 }
 
+/// Passes a presence announcement to the other servers sharing a PostgreSQL database (in
+/// the background: presence is best effort, and a lost one is repeated within
+/// [`PRESENCE_REFRESH`]).
+fn announce(state: &Arc<AppState>, message: Value) {
+    if !state.db.relays() {
+        return;
+    }
+    let db = state.db.clone();
+    drop(tokio::task::spawn_blocking(move || {
+        if let Err(e) = db.announce_presence(&message) {
+            tracing::warn!(error = %e, "cannot announce presence");
+        }
+    }));
+}
+
 fn valid_uid(u: &str) -> bool {
     !u.is_empty() && u.len() <= 64 && u.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
@@ -259,14 +433,16 @@ pub async fn run(
                     project: Project,
                     study: String,
                     room: Arc<Room>| async move {
+        let remote = state.hub.remote_entries(project.id, &study);
         let res =
             tokio::task::spawn_blocking(move || state.db.annotations(&who, role, &project, &study))
                 .await;
-        let presence: Vec<Value> = room
+        let mut presence: Vec<Value> = room
             .presence
             .lock()
             .map(|p| p.values().cloned().collect())
             .unwrap_or_default();
+        presence.extend(remote);
         match res {
             Ok(Ok((seq, annotations))) => json!({
                 "type": "snapshot", "seq": seq, "annotations": annotations, "presence": presence,
@@ -327,6 +503,7 @@ pub async fn run(
                                            "sop_instance_uid": sop_instance_uid, "frame": frame});
                             if let Ok(mut map) = room.presence.lock() { map.insert(conn, p.clone()); }
                             let _ = room.tx.send(Arc::new(Event { resync: false, author_id: None, seq: None, text: p.to_string().into() }));
+                            announce(&state, state.hub.announcement(project.id, &study, conn, &who.username, Some(&p)));
                             None
                         }
                     }
@@ -413,6 +590,12 @@ pub async fn run(
             seq: None,
             text: left.to_string().into(),
         }));
+        announce(
+            &state,
+            state
+                .hub
+                .announcement(project.id, &study, conn, &who.username, None),
+        );
     }
     drop(rx);
     state.hub.release(project.id, &study);

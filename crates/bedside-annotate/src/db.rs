@@ -575,6 +575,7 @@ impl AnnotateDb {
         &self,
         alive: impl Fn() -> bool + Send + 'static,
         deliver: impl Fn(Relayed) + Send + 'static,
+        presence: impl Fn(Value) + Send + 'static,
         resync: impl Fn() + Send + 'static,
     ) -> std::io::Result<()> {
         let Some(pool) = self.pool.clone() else {
@@ -583,9 +584,15 @@ impl AnnotateDb {
         let reader = Conns::Postgres(pool.clone());
         crate::sql::listen(
             pool,
-            crate::sql::OPS_CHANNEL,
+            &[crate::sql::OPS_CHANNEL, crate::sql::PRESENCE_CHANNEL],
             alive,
-            move |payload| {
+            move |channel, payload| {
+                if channel == crate::sql::PRESENCE_CHANNEL {
+                    if let Ok(v) = serde_json::from_str::<Value>(payload) {
+                        presence(v);
+                    }
+                    return;
+                }
                 let Ok(id) = payload.parse::<i64>() else {
                     return;
                 };
@@ -615,6 +622,33 @@ impl AnnotateDb {
             resync,
         )
         .map(drop)
+    }
+
+    /// Whether operations and presence travel through the database (PostgreSQL) to every
+    /// server sharing it.
+    pub fn relays(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    /// With PostgreSQL, tells every server sharing the database (this one included) of a
+    /// presence change (a small JSON object, see `collab`); with SQLite does nothing.
+    pub fn announce_presence(&self, message: &Value) -> Result<(), DbError> {
+        if self.pool.is_none() {
+            return Ok(());
+        }
+        let text = message.to_string();
+        // NOTIFY payloads stop short of 8000 bytes; presence is far smaller.
+        if text.len() > 7900 {
+            return Err(DbError::Invalid("presence message too long".into()));
+        }
+        self.db.write(|tx| {
+            tx.execute(
+                "SELECT pg_notify(?, ?)",
+                args![crate::sql::PRESENCE_CHANNEL, text],
+            )
+            .map(drop)
+        })?;
+        Ok(())
     }
 
     // ---- users and sessions ----

@@ -97,12 +97,17 @@ pub fn app(
     // With PostgreSQL, operations committed by any server reach this one's connections
     // through the database; the listener stops once the application is dropped.
     let weak = Arc::downgrade(&state);
-    let (w1, w2, w3) = (weak.clone(), weak.clone(), weak);
+    let (w1, w2, w3, w4) = (weak.clone(), weak.clone(), weak.clone(), weak.clone());
     if let Err(e) = state.db.relay(
         move || w1.strong_count() > 0,
         move |op| {
             if let Some(st) = w2.upgrade() {
                 st.hub.publish_relayed(op);
+            }
+        },
+        move |presence| {
+            if let Some(st) = w4.upgrade() {
+                st.hub.remote_presence(&presence);
             }
         },
         move || {
@@ -112,6 +117,31 @@ pub fn app(
         },
     ) {
         tracing::error!(error = %e, "cannot start the operation relay");
+    }
+    if state.db.relays() {
+        // Presence is repeated now and then, so that entries of a server that stopped
+        // uncleanly expire on the others.
+        let spawned = std::thread::Builder::new()
+            .name("bedside-presence".into())
+            .spawn(move || {
+                let mut last = std::time::Instant::now();
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    let Some(st) = weak.upgrade() else { return };
+                    st.hub.expire_remote_presence();
+                    if last.elapsed() >= crate::collab::PRESENCE_REFRESH {
+                        last = std::time::Instant::now();
+                        for message in st.hub.local_presence() {
+                            if let Err(e) = st.db.announce_presence(&message) {
+                                tracing::warn!(error = %e, "cannot announce presence");
+                            }
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the presence refresh");
+        }
     }
     let dicomweb = bedside_dicomweb::router(store, dicomweb).layer(
         axum::middleware::from_fn_with_state(state.clone(), crate::auth::dicomweb_guard),

@@ -988,15 +988,18 @@ impl Conns {
 /// The PostgreSQL channel on which committed annotation operations are announced.
 pub const OPS_CHANNEL: &str = "bedside_ops";
 
-/// Listens on `channel` of a PostgreSQL database in a thread of its own, calling `on_payload`
-/// with each notification's payload in commit order, and `on_gap` after every (re)connection,
+/// The PostgreSQL channel on which servers tell each other who is on which frame.
+pub const PRESENCE_CHANNEL: &str = "bedside_presence";
+
+/// Listens on `channels` of a PostgreSQL database in a thread of its own, calling `on_payload`
+/// with each notification's channel and payload in commit order, and `on_gap` after every (re)connection,
 /// since notifications sent while disconnected are lost. Reconnects with a growing pause (up
 /// to 5 s). The thread ends, at the latest 1 s after `alive` returns false.
 pub fn listen(
     pool: Arc<PgPool>,
-    channel: &'static str,
+    channels: &'static [&'static str],
     alive: impl Fn() -> bool + Send + 'static,
-    on_payload: impl Fn(&str) + Send + 'static,
+    on_payload: impl Fn(&str, &str) + Send + 'static,
     on_gap: impl Fn() + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -1013,7 +1016,8 @@ pub fn listen(
                         continue;
                     }
                 };
-                if let Err(e) = client.batch_execute(&format!("LISTEN {channel}")) {
+                let listen: String = channels.iter().map(|c| format!("LISTEN {c};")).collect();
+                if let Err(e) = client.batch_execute(&listen) {
                     tracing::warn!(error = %e, "LISTEN failed; retrying");
                     std::thread::sleep(pause);
                     continue;
@@ -1029,7 +1033,7 @@ pub fn listen(
                     match next {
                         Ok(Some(n)) => {
                             quiet = std::time::Instant::now();
-                            on_payload(n.payload());
+                            on_payload(n.channel(), n.payload());
                         }
                         Ok(None) => {
                             if !alive() {

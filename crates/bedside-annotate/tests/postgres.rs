@@ -501,3 +501,57 @@ fn tls_to_postgres_verifies_the_server() {
         .to_string();
     assert!(err.contains("no usable certificate"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_reaches_the_clients_of_other_servers() {
+    let Some(sh) = shared(2, &[("root", true), ("ann", false)]) else {
+        return;
+    };
+    let (a, b) = (&sh.servers[0].app, &sh.servers[1].app);
+    let study = sh.studies[0].clone();
+    let sop = instances()
+        .into_iter()
+        .find(|i| i.study == study)
+        .unwrap()
+        .sop;
+    let root = login(a, "root").await;
+    let pid = project(a, &root, &study).await;
+    let (addr_a, addr_b) = (serve(a).await, serve(b).await);
+    let mut wb = connect(addr_b, pid, &study, &root).await;
+    assert_eq!(recv(&mut wb).await["type"], "snapshot");
+    // A user on server A moves to frame 2: the client on B hears of it.
+    let mut wa = connect(addr_a, pid, &study, &root).await;
+    let snap = recv(&mut wa).await;
+    let conn_a = snap["you"]["conn"].as_u64().unwrap();
+    wa.send(Message::Text(
+        json!({"type": "presence", "sop_instance_uid": sop, "frame": 2})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let seen = until(&mut wb, |v| v["type"] == "presence" && v["conn"] == conn_a).await;
+    assert_eq!(
+        (seen["user"].as_str(), seen["frame"].as_i64()),
+        (Some("root"), Some(2))
+    );
+    // A client joining on B later finds it in its snapshot, beside B's own connections.
+    let mut wb2 = connect(addr_b, pid, &study, &root).await;
+    let snap = recv(&mut wb2).await;
+    let presence = snap["presence"].as_array().unwrap();
+    assert!(
+        presence
+            .iter()
+            .any(|p| p["conn"] == conn_a && p["frame"] == 2),
+        "{presence:?}"
+    );
+    // Connection numbers differ between servers.
+    assert_ne!(snap["you"]["conn"].as_u64().unwrap() >> 32, conn_a >> 32);
+    // Leaving A is heard on B.
+    wa.close(None).await.unwrap();
+    let left = until(&mut wb, |v| {
+        v["type"] == "presence" && v["conn"] == conn_a && v["left"] == true
+    })
+    .await;
+    assert_eq!(left["user"], "root");
+}
