@@ -1192,7 +1192,9 @@ impl AnnotateDb {
         study: &str,
     ) -> Result<(i64, Vec<Annotation>), DbError> {
         let all = role.sees_all(project.blinded);
-        self.db.read(|c| {
+        // The operation number and the rows from one snapshot, so that the client's later
+        // operations follow on without a gap or an overlap.
+        self.db.snapshot(|c| {
             let seq = c
                 .query_opt(
                     "SELECT seq FROM project_studies WHERE project_id = ? AND study_instance_uid = ?",

@@ -439,12 +439,13 @@ struct PgConn {
 /// At most this many prepared statements are kept per connection.
 const STATEMENT_CACHE: usize = 256;
 
-struct PgExec<'a> {
-    tx: postgres::Transaction<'a>,
+/// Statements on a connection (`C` = `Client`) or in a transaction (`C` = `Transaction`).
+struct PgExec<'a, C: postgres::GenericClient> {
+    tx: &'a mut C,
     statements: &'a mut HashMap<String, postgres::Statement>,
 }
 
-impl PgExec<'_> {
+impl<C: postgres::GenericClient> PgExec<'_, C> {
     fn prepare(&mut self, sql: &str) -> Result<postgres::Statement, SqlError> {
         if let Some(st) = self.statements.get(sql) {
             return Ok(st.clone());
@@ -486,7 +487,7 @@ fn pg_value(row: &postgres::Row, i: usize) -> Result<V, SqlError> {
     })
 }
 
-impl Exec for PgExec<'_> {
+impl<C: postgres::GenericClient> Exec for PgExec<'_, C> {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
@@ -516,6 +517,17 @@ impl Exec for PgExec<'_> {
             })
             .collect()
     }
+}
+
+/// How [`PgPool::run`] groups a closure's statements.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Each statement on its own.
+    Statements,
+    /// One read-only snapshot.
+    Snapshot,
+    /// One write transaction.
+    Write,
 }
 
 /// How long a request waits for a free connection before it fails.
@@ -662,26 +674,36 @@ impl PgPool {
         }
     }
 
+    /// Runs `f` on a pooled connection: statement by statement, in a read-only snapshot, or
+    /// in a write transaction committed when `f` returns `Ok`.
     fn run<T, E: From<SqlError>>(
         &self,
-        read_only: bool,
+        mode: Mode,
         f: impl FnOnce(&mut dyn Exec) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut lease = self.lease()?;
         let Some(PgConn { client, statements }) = lease.conn.as_mut() else {
             return Err(SqlError::Other("pool lease without a connection".into()).into());
         };
+        if let Mode::Statements = mode {
+            return f(&mut PgExec {
+                tx: client,
+                statements,
+            });
+        }
         let mut b = client.build_transaction();
-        if read_only {
+        if let Mode::Snapshot = mode {
             // One snapshot for every statement of the read.
             b = b
                 .read_only(true)
                 .isolation_level(postgres::IsolationLevel::RepeatableRead);
         }
-        let tx = b.start().map_err(SqlError::from)?;
-        let mut ex = PgExec { tx, statements };
-        let out = f(&mut ex)?;
-        ex.tx.commit().map_err(SqlError::from)?;
+        let mut tx = b.start().map_err(SqlError::from)?;
+        let out = f(&mut PgExec {
+            tx: &mut tx,
+            statements,
+        })?;
+        tx.commit().map_err(SqlError::from)?;
         Ok(out)
     }
 
@@ -932,8 +954,23 @@ impl Conns {
         }
     }
 
-    /// Runs `f` in a read-only transaction (one snapshot).
+    /// Runs `f`'s reads statement by statement (no transaction: the requests' hot paths,
+    /// where one statement is one snapshot already).
     pub(crate) fn read<T, E: From<SqlError>>(
+        &self,
+        f: impl FnOnce(&mut dyn Exec) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match self {
+            Conns::Sqlite { read, .. } => {
+                let c = read.lock().map_err(poisoned)?;
+                f(&mut SqliteExec(&c))
+            }
+            Conns::Postgres(pool) => pool.run(Mode::Statements, f),
+        }
+    }
+
+    /// Runs `f` in a read-only transaction: every statement sees one snapshot.
+    pub(crate) fn snapshot<T, E: From<SqlError>>(
         &self,
         f: impl FnOnce(&mut dyn Exec) -> Result<T, E>,
     ) -> Result<T, E> {
@@ -945,7 +982,7 @@ impl Conns {
                 tx.commit().map_err(SqlError::from)?;
                 Ok(out)
             }
-            Conns::Postgres(pool) => pool.run(true, f),
+            Conns::Postgres(pool) => pool.run(Mode::Snapshot, f),
         }
     }
 
@@ -975,7 +1012,7 @@ impl Conns {
                 Ok(out)
             }
             Conns::Postgres(pool) => {
-                let out = pool.run(false, f)?;
+                let out = pool.run(Mode::Write, f)?;
                 after(&out);
                 Ok(out)
             }

@@ -543,25 +543,6 @@ mod fast {
 
     type Out<T> = Result<T, Unsupported>;
 
-    fn is_split_text(vr: VR) -> bool {
-        matches!(
-            vr,
-            VR::AE
-                | VR::AS
-                | VR::CS
-                | VR::DA
-                | VR::DS
-                | VR::DT
-                | VR::IS
-                | VR::LO
-                | VR::PN
-                | VR::SH
-                | VR::TM
-                | VR::UC
-                | VR::UI
-        )
-    }
-
     /// Printable ASCII (and NUL padding): decoded alike by every character set.
     fn ascii(bytes: &[u8]) -> Out<&str> {
         if bytes.iter().all(|&b| b == 0 || (0x20..0x7F).contains(&b)) {
@@ -590,7 +571,7 @@ mod fast {
         if vr == VR::UN {
             return Ok(trim_both(&String::from_utf8_lossy(bytes)).to_string());
         }
-        if !is_split_text(vr) {
+        if !crate::scan::splits_on_backslash(vr) {
             return Err(Unsupported);
         }
         let s = ascii(bytes)?;
@@ -628,7 +609,7 @@ mod fast {
         if bytes.is_empty() {
             return Ok(Vec::new());
         }
-        if !is_split_text(vr) {
+        if !crate::scan::splits_on_backslash(vr) {
             return Err(Unsupported);
         }
         let parsed: Result<Vec<f64>, _> = ascii(bytes)?
@@ -662,7 +643,7 @@ mod fast {
         if vr == VR::US {
             return Ok(first_u16(bytes).and_then(|v| T::try_from(v).ok()));
         }
-        if !is_split_text(vr) {
+        if !crate::scan::splits_on_backslash(vr) {
             return Err(Unsupported);
         }
         let s = ascii(bytes)?;

@@ -232,24 +232,33 @@ fn unit(vr: VR) -> u32 {
     }
 }
 
+/// Whether dicom-object reads a value of `vr` as text split on backslashes, one `String` per
+/// part.
+pub(crate) fn splits_on_backslash(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::AE
+            | VR::AS
+            | VR::CS
+            | VR::DA
+            | VR::DS
+            | VR::DT
+            | VR::IS
+            | VR::LO
+            | VR::PN
+            | VR::SH
+            | VR::TM
+            | VR::UC
+            | VR::UI
+    )
+}
+
 /// Memory dicom-object takes for a value of `vr` encoded as `value` (beyond the element).
 fn value_cost(vr: VR, value: &[u8]) -> u64 {
     let len = value.len() as u64;
     match vr {
         // Read "preserved": each backslash-separated part becomes its own `String`.
-        VR::AE
-        | VR::AS
-        | VR::CS
-        | VR::DA
-        | VR::DS
-        | VR::DT
-        | VR::IS
-        | VR::LO
-        | VR::PN
-        | VR::SH
-        | VR::TM
-        | VR::UC
-        | VR::UI => {
+        vr if splits_on_backslash(vr) => {
             let parts = 1 + value.iter().filter(|&&b| b == b'\\').count() as u64;
             TEXT_EXPANSION * len + STRING_VALUE_COST * parts
         }
