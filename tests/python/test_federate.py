@@ -16,6 +16,7 @@ without burn).
 from __future__ import annotations
 
 import base64
+import csv
 import datetime
 import json
 import math
@@ -571,11 +572,13 @@ def test_statistics_query_reports_each_site_and_withholds_small_ones(federation,
 
 
 def test_simulate_federates_the_video_model_on_phantom_sites(tmp_path):
-    """`bedside federate simulate` end to end at a tiny size: two phantom sites, two rounds of
-    the video model, statistics, and a NumPy FedAvg check of every array of round 1."""
+    """`bedside federate simulate` end to end at a tiny size: two phantom sites, two FedProx
+    rounds of the video model (the proximal term is in each site's local training; the
+    aggregate is FedAvg's), statistics, and a NumPy check of every array of round 1."""
     run = subprocess.run(
         [str(bedside_binary()), "federate", "simulate", "--dir", str(tmp_path / "fed"), "--sites", "2",
-         "--patients", "30", "--rounds", "2", "--size", "16", "--compare", "--flower-bin", str(VENV_BIN),
+         "--patients", "30", "--test-patients", "16", "--rounds", "2", "--size", "16", "--compare",
+         "--strategy", "fedprox", "--proximal-mu", "0.01", "--flower-bin", str(VENV_BIN),
          "--timeout-s", "900"],
         capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -607,8 +610,69 @@ def test_simulate_federates_the_video_model_on_phantom_sites(tmp_path):
     n = [a["intensity.n"] for a in answers.values()]
     m = [a["intensity.mean"] for a in answers.values()]
     assert norm["mean"] == pytest.approx(sum(a * b for a, b in zip(n, m)) / sum(n), rel=1e-9)
-    # The comparison covers every model on every test set.
-    table = (fed / "comparison.csv").read_text().splitlines()
-    assert table[0] == "model,test_set,studies,auroc"
-    assert len(table) == 1 + 4 * 3
-    assert "Federated vs pooled" in (fed / "comparison.md").read_text()
+    # The comparison covers every model on every test set; its AUROCs and paired differences
+    # are those of the per-study scores it wrote (scikit-learn), inside their intervals.
+    from sklearn.metrics import roc_auc_score
+
+    with open(fed / "comparison.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    with open(fed / "comparison-scores.csv", newline="") as f:
+        scores = list(csv.DictReader(f))
+    assert {(r["model"], r["test_set"]) for r in table} == {
+        (m, t) for m in ["federated", "pooled", "site-0 only", "site-1 only"]
+        for t in ["site-0", "site-1", "all sites"]}
+    patients = json.loads((fed / "cohort" / "cohort.json").read_text())["config"]["patients"]
+    assert patients == 30 + 16
+    auroc = {}
+    for row in table:
+        chosen = [s for s in scores if s["model"] == row["model"]
+                  and row["test_set"] in (s["site"], "all sites")]
+        y = [int(s["reduced_ef"]) for s in chosen]
+        assert int(row["studies"]) == len(chosen) and int(row["positive"]) == sum(y)
+        assert int(row["patients"]) == len({s["patient_key"] for s in chosen})
+        if 0 < sum(y) < len(y):
+            value = roc_auc_score(y, [float(s["score"]) for s in chosen])
+            assert float(row["auroc"]) == pytest.approx(value, abs=1e-4)
+            lower, upper = float(row["auroc_lower"]), float(row["auroc_upper"])
+            # A percentile interval need not contain the point estimate exactly.
+            assert 0 <= lower <= upper <= 1 and lower - 0.05 <= value <= upper + 0.05
+            auroc[row["model"], row["test_set"]] = value
+        else:
+            assert row["auroc"] == ""
+    for row in table:
+        key, fed_key = (row["model"], row["test_set"]), ("federated", row["test_set"])
+        if row["model"] != "federated" and key in auroc:
+            assert float(row["federated_minus_model"]) == pytest.approx(
+                auroc[fed_key] - auroc[key], abs=2e-4)
+    md = (fed / "comparison.md").read_text()
+    assert "Federated vs pooled" in md and "patient-level bootstrap" in md
+
+
+def test_server_app_aggregates_only_the_metrics_every_site_sent():
+    """A site that cannot compute a metric (AUROC of a one-class split) leaves it out; Flower
+    refuses replies whose metric keys differ, so the server app drops such keys for the
+    round instead of failing it."""
+    sys.path.insert(0, str(APP))
+    try:
+        from bedside_fl.server_app import _common_metric_keys
+    finally:
+        sys.path.remove(str(APP))
+
+    class Content:
+        def __init__(self, metrics):
+            self.metric_records = {"metrics": metrics}
+
+    class Reply:
+        def __init__(self, metrics, error=False):
+            self.content, self.error = Content(metrics), error
+
+        def has_error(self):
+            return self.error
+
+    a = Reply({"num-examples": 3, "val-auroc": 0.7, "val-loss": 0.5})
+    b = Reply({"num-examples": 4, "val-loss": 0.6})
+    failed = Reply({"something": 1.0}, error=True)
+    assert _common_metric_keys([a, b, failed]) == ["val-auroc"]
+    assert a.content.metric_records["metrics"] == {"num-examples": 3, "val-loss": 0.5}
+    assert b.content.metric_records["metrics"] == {"num-examples": 4, "val-loss": 0.6}
+    assert _common_metric_keys([]) == []

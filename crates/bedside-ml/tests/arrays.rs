@@ -98,7 +98,7 @@ fn named_arrays_round_trip_through_training_and_evaluation() {
     let run = a.path().join("run-frozen");
     let start = StartFrom {
         arrays: Some(shifted.clone()),
-        normalization: None,
+        ..StartFrom::default()
     };
     train_with(&frozen, &run, false, &start, &mut |_| {
         ControlFlow::Continue(())
@@ -120,7 +120,7 @@ fn named_arrays_round_trip_through_training_and_evaluation() {
     }
     let start = StartFrom {
         arrays: Some(init_b.clone()),
-        normalization: None,
+        ..StartFrom::default()
     };
 
     // Training moves the weights, and evaluating the run's arrays with the run's
@@ -137,11 +137,12 @@ fn named_arrays_round_trip_through_training_and_evaluation() {
         .filter(|t| !t.name.contains("running_"))
         .any(|t| t.data != find(&init_b, &t.name).data);
     assert!(moved, "no weight changed ({w})");
-    let (n, metrics) = evaluate_arrays(&cfg_a, &trained, Some(&norm)).unwrap();
-    assert_eq!(n, 3);
+    let evaluation = evaluate_arrays(&cfg_a, &trained, Some(&norm)).unwrap();
+    assert_eq!(evaluation.len(), 3);
+    assert_eq!(evaluation.outputs.len(), 3);
     let row = outcome.last.unwrap();
     let val_loss = row.get("val_loss").unwrap();
-    let loss = metrics.iter().find(|(k, _)| k == "loss").unwrap().1;
+    let loss = evaluation.metric("loss");
     assert!((loss - val_loss).abs() < 1e-6, "{loss} vs {val_loss}");
 
     // Arrays of another shape are refused with their names.
@@ -149,4 +150,70 @@ fn named_arrays_round_trip_through_training_and_evaluation() {
     wrong.pop();
     let err = evaluate_arrays(&cfg_a, &wrong, Some(&norm)).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
+}
+
+/// Euclidean distance between two models' parameters (BatchNorm running statistics aside).
+fn distance(a: &[NamedArray], b: &[NamedArray]) -> f64 {
+    a.iter()
+        .filter(|x| !x.name.contains("running_"))
+        .flat_map(|x| {
+            let y = find(b, &x.name);
+            x.data
+                .iter()
+                .zip(&y.data)
+                .map(|(p, q)| f64::from(p - q).powi(2))
+                .collect::<Vec<_>>()
+        })
+        .sum::<f64>()
+        .sqrt()
+}
+
+#[test]
+fn fedprox_proximal_term_pulls_local_training_towards_the_global_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&cohort(dir.path(), 0), 0.05);
+    cfg.training.epochs = 2;
+    let global = initial_arrays(&cfg).unwrap();
+    let mut moved = Vec::new();
+    for mu in [0.0, 10.0] {
+        let run = dir.path().join(format!("run-mu-{mu}"));
+        let start = StartFrom {
+            arrays: Some(global.clone()),
+            proximal_mu: mu,
+            ..StartFrom::default()
+        };
+        train_with(
+            &cfg,
+            &run,
+            false,
+            &start,
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+        let (after, _) = run_arrays(&run, false).unwrap();
+        moved.push(distance(&after, &global));
+    }
+    // Plain SGD: every step after the first adds lr·μ·(w − w₀) = 0.5·(w − w₀) of pull.
+    assert!(moved[0] > 0.0, "plain training did not move");
+    assert!(
+        moved[1] < 0.8 * moved[0],
+        "with μ = 10 the model moved {} from the global one, without {}",
+        moved[1],
+        moved[0]
+    );
+
+    // The term needs a global model to pull towards.
+    let start = StartFrom {
+        proximal_mu: 0.1,
+        ..StartFrom::default()
+    };
+    let err = train_with(
+        &cfg,
+        &dir.path().join("run-no-anchor"),
+        false,
+        &start,
+        &mut |_| ControlFlow::Continue(()),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("proximal"), "{err}");
 }

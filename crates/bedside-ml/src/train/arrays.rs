@@ -31,6 +31,9 @@ pub struct StartFrom {
     pub arrays: Option<Vec<NamedArray>>,
     /// Input normalisation instead of the training split's statistics.
     pub normalization: Option<Normalization>,
+    /// FedProx's proximal weight μ: the loss gains `μ/2 · ‖w − w₀‖²` towards `arrays`
+    /// (0 = plain training).
+    pub proximal_mu: f64,
 }
 
 /// The model's parameters and buffers, in the order the model lists them.

@@ -24,6 +24,7 @@ pub mod arrays;
 pub mod config;
 pub mod metrics;
 pub mod model;
+mod proximal;
 mod run;
 pub mod schedule;
 
@@ -31,8 +32,9 @@ use std::path::PathBuf;
 
 pub(crate) use run::load_model_file as run_load_model;
 pub use run::{
-    DataSummary, ExactValues, MetricsRow, PartialEpoch, RunState, SplitSummary, TrainEvent,
-    TrainOutcome, evaluate_arrays, initial_arrays, load_run_state, run_arrays, train, train_with,
+    DataSummary, Evaluation, ExactValues, MetricsRow, PartialEpoch, RunState, SplitSummary,
+    TrainEvent, TrainOutcome, evaluate_arrays, initial_arrays, load_run_state, run_arrays, train,
+    train_with,
 };
 
 use crate::data::loader::LoaderError;

@@ -1180,6 +1180,21 @@ pub fn train_with(
             (model, state)
         }
     };
+    // FedProx: the round's global model, rebuilt from the start arrays so that a resumed run
+    // is pulled towards the same point as the uninterrupted one.
+    let anchor = if start.proximal_mu > 0.0 {
+        let arrays = start.arrays.as_ref().ok_or_else(|| {
+            TrainError::invalid("a proximal term needs the global model to start from")
+        })?;
+        let base = {
+            let _generator = generator_lock();
+            spec.init(&ad_device)?
+        };
+        let base = super::arrays::apply_arrays(base, arrays)?;
+        Some(super::proximal::Anchor::new(&base, start.proximal_mu)?)
+    } else {
+        None
+    };
     let bs = config.training.batch_size;
     let train_batches = prepared.train.len().div_ceil(bs);
     let val_plan = validation_plan(config, &spec, &prepared.val, &prepared.frames)?;
@@ -1298,6 +1313,11 @@ pub fn train_with(
                         b + 1
                     )));
                 }
+                // The reported loss stays the task's; the gradient includes the proximal pull.
+                let loss = match &anchor {
+                    Some(anchor) => loss + anchor.term(&current)?,
+                    None => loss,
+                };
                 let grads = GradientsParams::from_grads(loss.backward(), &current);
                 lr = learning_rate(
                     &config.schedule,
@@ -1433,15 +1453,50 @@ pub fn train_with(
     Ok(outcome)
 }
 
+/// What [`evaluate_arrays`] measured: the metrics over the split and each study's output,
+/// so that callers can compute intervals or combine splits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// `loss`, then the task's metrics (`accuracy` and `auroc` for classification).
+    pub metrics: Vec<(String, f64)>,
+    /// Each evaluated study's identifier (the manifest's study column), in output order.
+    pub studies: Vec<String>,
+    /// The model's output per study: class probabilities for classification, the
+    /// prediction for regression, the risk score for survival.
+    pub outputs: Vec<Vec<f64>>,
+    /// Each study's class label (classification tasks; empty for the others).
+    pub classes: Vec<usize>,
+}
+
+impl Evaluation {
+    /// Studies evaluated.
+    pub fn len(&self) -> usize {
+        self.studies.len()
+    }
+
+    /// Whether no study was evaluated.
+    pub fn is_empty(&self) -> bool {
+        self.studies.is_empty()
+    }
+
+    /// A metric by name; NaN when the task has no such metric.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or(f64::NAN, |(_, v)| *v)
+    }
+}
+
 /// Evaluates `arrays` (a whole model, e.g. a federation's global model) on the rows of
 /// `config.data.val_split` as validation does (`data.val_clips` spaced clips per study),
 /// with `normalization` or, when `None`, the statistics of the configuration's training
-/// split. Returns the studies evaluated and `loss` plus the task's metrics.
+/// split. Returns `loss`, the task's metrics and each study's output.
 pub fn evaluate_arrays(
     config: &ExperimentConfig,
     arrays: &[NamedArray],
     normalization: Option<&crate::data::clips::Normalization>,
-) -> Result<(usize, Vec<(String, f64)>), TrainError> {
+) -> Result<Evaluation, TrainError> {
     let mut prepared = prepare(config)?;
     let device = config
         .backend
@@ -1492,7 +1547,24 @@ pub fn evaluate_arrays(
             .into_iter()
             .map(|(n, v)| (n.to_string(), v)),
     );
-    Ok((prepared.val.len(), metrics))
+    let classes = match spec.task.kind {
+        TaskKind::Classification | TaskKind::Evidential => prepared
+            .val
+            .iter()
+            .map(|&i| prepared.targets.class[i])
+            .collect(),
+        TaskKind::Regression | TaskKind::Survival => Vec::new(),
+    };
+    Ok(Evaluation {
+        metrics,
+        studies: prepared
+            .val
+            .iter()
+            .map(|&i| prepared.manifest.studies[i].study.clone())
+            .collect(),
+        outputs,
+        classes,
+    })
 }
 
 /// The initial weights of `config`'s model, drawn from `config.seed` alone: every site of a

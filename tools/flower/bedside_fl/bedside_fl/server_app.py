@@ -31,6 +31,25 @@ from bedside_fl import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES
 app = ServerApp()
 
 
+def _common_metric_keys(replies: list) -> list[str]:
+    """Keeps in every reply's metrics only the keys that all replies carry; returns the others.
+
+    A site leaves out a metric it cannot compute (AUROC of a split with one class), and
+    Flower's strategies refuse to aggregate replies whose metric keys differ: such a metric
+    is left out of that round's aggregate instead of failing the round.
+    """
+    records = [rec for r in replies if not r.has_error() for rec in r.content.metric_records.values()]
+    if not records:
+        return []
+    common = set.intersection(*(set(rec.keys()) for rec in records))
+    dropped = sorted({k for rec in records for k in rec.keys()} - common)
+    for rec in records:
+        for key in dropped:
+            if key in rec:
+                del rec[key]
+    return dropped
+
+
 class _Recording:
     """Wraps a strategy's aggregate_train to write each round's aggregate and failures."""
 
@@ -53,6 +72,7 @@ class _Recording:
         def aggregate_train(server_round, replies):
             replies = list(replies)
             ok = [r for r in replies if not r.has_error()]
+            dropped = _common_metric_keys(replies)
             arrays, metrics = inner(server_round, replies)
             entry = {
                 "round": server_round,
@@ -70,6 +90,8 @@ class _Recording:
                     np.save(folder / f"{key}.npy", value)
             if metrics is not None:
                 entry["metrics"] = {k: v for k, v in metrics.items()}
+            if dropped:
+                entry["metrics-not-from-every-site"] = dropped
             self.rounds.append(entry)
             self._write()
             return arrays, metrics
@@ -79,13 +101,16 @@ class _Recording:
 
         def aggregate_evaluate(server_round, replies):
             replies = list(replies)
-            metrics = inner_evaluate(server_round, replies)
             per_node = {}
             for r in replies:
                 if not r.has_error() and METRICS in r.content.metric_records:
                     per_node[str(r.metadata.src_node_id)] = dict(r.content.metric_records[METRICS])
-            self.evaluations.append({"round": server_round, "metrics": dict(metrics or {}),
-                                     "nodes": per_node})
+            dropped = _common_metric_keys(replies)
+            metrics = inner_evaluate(server_round, replies)
+            entry = {"round": server_round, "metrics": dict(metrics or {}), "nodes": per_node}
+            if dropped:
+                entry["metrics-not-from-every-site"] = dropped
+            self.evaluations.append(entry)
             self._write()
             return metrics
 

@@ -34,12 +34,16 @@ pub enum FederateCommand {
 const SIMULATE_EXAMPLES: &str = "Examples:
   bedside federate simulate --sites 3
   bedside federate simulate --sites 3 --rounds 8 --compare --dir fed-demo
+  bedside federate simulate --compare --test-patients 600       # narrower intervals, slower
+  bedside federate simulate --strategy fedprox --proximal-mu 0.01
   bedside federate simulate --sites 2 --patients 60 --rounds 2 --size 32
 
 Needs Flower (flwr 1.42) in a virtual environment: scripts/setup.sh installs it in .venv,
 which is used when run from the repository; elsewhere pass --flower-bin VENV/bin.
 Writes DIR/federation/ (summary.json, stats.html, final/*.npy), DIR/sites/<site>/ (site.toml,
-experiment.toml, signed audit log, round runs) and, with --compare, DIR/comparison.md.";
+experiment.toml, signed audit log, round runs) and, with --compare, DIR/comparison.md
+(AUROC of every model on every site's test patients with patient-level bootstrap 95 %
+intervals, and paired differences), comparison.csv and comparison-scores.csv (every score).";
 
 const SITE_EXAMPLES: &str = "Examples:
   bedside federate site --config site.toml

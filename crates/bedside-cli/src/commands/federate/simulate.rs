@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Args;
 
+use bedside_eval::bootstrap::{BootstrapOptions, Clusters, Estimate, bootstrap_ci_many};
+use bedside_eval::classification::RankedScores;
 use bedside_ml::data::clips::Normalization;
 use bedside_ml::data::loader::MODEL_CHANNELS;
+use bedside_ml::train::Evaluation;
 use bedside_ml::train::arrays::NamedArray;
 use bedside_ml::train::config::ExperimentConfig;
 use bedside_phantom::PhantomConfig;
@@ -52,9 +55,14 @@ pub struct SimulateArgs {
     /// Sites (hospitals) of the phantom cohort, one agent each (1–6).
     #[arg(long, default_value_t = 3)]
     pub sites: usize,
-    /// Patients of the phantom cohort (all sites together).
+    /// Patients of the phantom cohort (all sites together), split 70/15/15 into training,
+    /// validation and test.
     #[arg(long, default_value_t = 240)]
     pub patients: usize,
+    /// Extra patients for the test split only: they cost curation and evaluation but no
+    /// training, and narrow the comparison's intervals.
+    #[arg(long, default_value_t = 120)]
+    pub test_patients: usize,
     /// Federated rounds.
     #[arg(long, default_value_t = 8)]
     pub rounds: u32,
@@ -67,6 +75,13 @@ pub struct SimulateArgs {
     /// Learning rate of the sites' optimiser.
     #[arg(long, default_value_t = 0.001)]
     pub lr: f64,
+    /// Aggregation strategy of the server app.
+    #[arg(long, value_enum, default_value_t = Strategy::Fedavg)]
+    pub strategy: Strategy,
+    /// FedProx's proximal weight μ (with `--strategy fedprox`): each site's loss gains
+    /// μ/2 · ‖w − w_global‖².
+    #[arg(long, default_value_t = 0.01)]
+    pub proximal_mu: f64,
     /// Seed of the cohort and of every model.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -81,6 +96,15 @@ pub struct SimulateArgs {
     /// Seconds to wait for the federation to finish.
     #[arg(long, default_value_t = 3600)]
     pub timeout_s: u64,
+}
+
+/// Flower strategies of the server app.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Federated averaging, weighted by each site's training studies.
+    Fedavg,
+    /// FedAvg plus a proximal term in every site's local training.
+    Fedprox,
 }
 
 /// Kills a child and its process group when dropped.
@@ -250,6 +274,37 @@ fn split_by_site(labels: &Path, sites_dir: &Path) -> anyhow::Result<Vec<(String,
     Ok(out)
 }
 
+/// The phantom cohort: `patients` split 70/15/15 as usual, plus `test_patients` that all go
+/// to the test split (the training and validation counts are those of `patients` alone).
+fn cohort_config(args: &SimulateArgs) -> PhantomConfig {
+    let defaults = PhantomConfig::default();
+    let total = args.patients + args.test_patients;
+    let train = (defaults.split[0] * args.patients as f64).round();
+    let val = (defaults.split[1] * args.patients as f64).round();
+    let share = |n: f64| if total == 0 { 0.0 } else { n / total as f64 };
+    PhantomConfig {
+        seed: args.seed,
+        patients: total,
+        sites: args.sites,
+        rows: 240,
+        columns: 320,
+        split: [share(train), share(val), 1.0 - share(train) - share(val)],
+        ..defaults
+    }
+}
+
+/// Whether `cohort` was generated from `config` (its `cohort.json`), so that a rerun in the
+/// same folder reuses the curated arrays only when they belong to the requested cohort.
+fn same_cohort(cohort: &Path, config: &PhantomConfig) -> bool {
+    let Ok(bytes) = std::fs::read(cohort.join("cohort.json")) else {
+        return false;
+    };
+    let Ok(written) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return false;
+    };
+    serde_json::to_value(config).is_ok_and(|wanted| written["config"] == wanted)
+}
+
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -268,6 +323,9 @@ pub fn run(args: SimulateArgs, ctx: &Ctx) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if !(args.proximal_mu.is_finite() && args.proximal_mu >= 0.0) {
+        return Err(crate::ui::Exit::invalid("--proximal-mu must be a non-negative number").into());
+    }
     let bin = flower_bin(&args)?;
     std::fs::create_dir_all(&args.dir)?;
     let dir = std::fs::canonicalize(&args.dir)?;
@@ -283,16 +341,16 @@ pub fn run(args: SimulateArgs, ctx: &Ctx) -> anyhow::Result<()> {
 
     next("data: phantom cohort, curated, labels split by site");
     let cohort = dir.join("cohort");
-    let config = PhantomConfig {
-        seed: args.seed,
-        patients: args.patients,
-        sites: args.sites,
-        rows: 240,
-        columns: 320,
-        ..PhantomConfig::default()
-    };
+    let config = cohort_config(&args);
     let curated = dir.join("curated");
-    if !curated.join("metadata.csv").exists() {
+    if !same_cohort(&cohort, &config) || !curated.join("metadata.csv").exists() {
+        // Arrays of another cohort would stay in the manifest beside the new ones.
+        for stale in [&cohort, &curated] {
+            if stale.exists() {
+                std::fs::remove_dir_all(stale)
+                    .with_context(|| format!("removing {}", stale.display()))?;
+            }
+        }
         let summary = crate::commands::synth::phantom(&config, &cohort, true, ctx)?;
         crate::commands::synth::print_summary(&summary, ctx);
         crate::commands::demo::curate_cohort(
@@ -331,11 +389,16 @@ pub fn run(args: SimulateArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json"))?)?;
     for e in summary["evaluations"].as_array().into_iter().flatten() {
+        let value = |key: &str| {
+            e["metrics"][key]
+                .as_f64()
+                .map_or("n/a".to_string(), |v| format!("{v:.3}"))
+        };
         ctx.say(format!(
-            "  round {:>2}: federated validation AUROC {:.3}, loss {:.3}",
+            "  round {:>2}: federated validation AUROC {}, loss {}",
             e["round"],
-            e["metrics"]["eval-auroc"].as_f64().unwrap_or(f64::NAN),
-            e["metrics"]["eval-loss"].as_f64().unwrap_or(f64::NAN)
+            value("eval-auroc"),
+            value("eval-loss")
         ));
     }
     ctx.say(format!(
@@ -443,9 +506,14 @@ fn federate(
             &logs.join(format!("{name}.log")),
         )?);
     }
+    let (strategy, mu) = match args.strategy {
+        Strategy::Fedavg => ("fedavg", 0.0),
+        Strategy::Fedprox => ("fedprox", args.proximal_mu),
+    };
     let run_config = format!(
         "model=\"video\" bedside-run=\"{RUN_NAME}\" num-server-rounds={rounds} local-epochs={le} \
-         lr={lr} min-nodes={k} stats=true fraction-evaluate=1.0 round-timeout=1800.0 out-dir=\"{out}\"",
+         lr={lr} min-nodes={k} stats=true fraction-evaluate=1.0 round-timeout=1800.0 out-dir=\"{out}\" \
+         strategy=\"{strategy}\" proximal-mu={mu:?}",
         rounds = args.rounds,
         le = args.local_epochs,
         lr = args.lr,
@@ -584,32 +652,23 @@ fn load_experiment(path: &Path) -> anyhow::Result<ExperimentConfig> {
     crate::commands::train::load_config_file(path)
 }
 
-/// AUROC of `arrays` on the test split of `experiment`'s data.
-fn test_auroc(
+/// `arrays` evaluated on the test split of `experiment`'s data.
+fn test_evaluation(
     experiment: &ExperimentConfig,
     arrays: &[NamedArray],
     norm: Option<&Normalization>,
-) -> anyhow::Result<(usize, f64)> {
+) -> anyhow::Result<Evaluation> {
     let mut config = experiment.clone();
     config.data.val_split = "test".into();
-    let (n, metrics) = bedside_ml::train::evaluate_arrays(&config, arrays, norm)
-        .map_err(crate::commands::train::train_error)?;
-    let auroc = metrics
-        .iter()
-        .find(|(k, _)| k == "auroc")
-        .map_or(f64::NAN, |(_, v)| *v);
-    Ok((n, auroc))
+    bedside_ml::train::evaluate_arrays(&config, arrays, norm)
+        .map_err(crate::commands::train::train_error)
 }
 
-/// Test studies and how many are positive (reduced EF observed), from `experiment`'s label
-/// sheet: the size behind each AUROC, so that its noise can be judged.
-fn test_counts(experiment: &ExperimentConfig) -> anyhow::Result<(usize, usize)> {
-    let labels = experiment
-        .data
-        .labels
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("the experiment has no label sheet"))?;
-    let mut reader = csv::Reader::from_path(labels)?;
+/// Study key → patient key, from the cohort's label sheet: the bootstrap resamples patients,
+/// since a patient's studies are not independent.
+fn patients_of_studies(labels: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut reader =
+        csv::Reader::from_path(labels).with_context(|| format!("reading {}", labels.display()))?;
     let header = reader.headers()?.clone();
     let column = |name: &str| {
         header
@@ -617,24 +676,74 @@ fn test_counts(experiment: &ExperimentConfig) -> anyhow::Result<(usize, usize)> 
             .position(|c| c == name)
             .ok_or_else(|| anyhow::anyhow!("{} has no `{name}` column", labels.display()))
     };
-    let (split, class) = (column("split")?, column("reduced_ef_observed")?);
-    let (mut studies, mut positive) = (0, 0);
+    let (study, patient) = (column("study_key")?, column("patient_key")?);
+    let mut out = BTreeMap::new();
     for record in reader.records() {
         let record = record?;
-        if record.get(split) == Some("test") {
-            studies += 1;
-            positive += usize::from(record.get(class) == Some("1"));
-        }
+        out.insert(
+            record.get(study).unwrap_or_default().to_string(),
+            record.get(patient).unwrap_or_default().to_string(),
+        );
     }
-    Ok((studies, positive))
+    Ok(out)
 }
 
-/// An AUROC for the table; "n/a" where the test set holds one class only.
-fn auroc_cell(v: f64) -> String {
-    if v.is_nan() {
+/// A value with its interval, for the table; "n/a" where the test set holds one class only.
+fn cell(e: &Estimate) -> String {
+    if !e.value.is_finite() {
         "n/a".into()
+    } else if e.lower.is_finite() && e.upper.is_finite() {
+        format!("{:.3} [{:.3}, {:.3}]", e.value, e.lower, e.upper)
     } else {
-        format!("{v:.3}")
+        format!("{:.3}", e.value)
+    }
+}
+
+/// Every model's test scores on one test set, in the same study order.
+struct TestSet {
+    name: String,
+    studies: Vec<String>,
+    patients: Vec<String>,
+    positive: Vec<bool>,
+    /// Per model: the probability of reduced EF for each study.
+    scores: Vec<Vec<f64>>,
+}
+
+impl TestSet {
+    fn positives(&self) -> usize {
+        self.positive.iter().filter(|&&p| p).count()
+    }
+
+    fn distinct_patients(&self) -> usize {
+        self.patients
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    }
+
+    /// AUROC of each model, then federated (model 0) minus each other model, with
+    /// patient-level bootstrap intervals; the models are compared on the same replicates.
+    fn estimates(&self, options: &BootstrapOptions) -> anyhow::Result<Vec<Estimate>> {
+        let ranked: Vec<RankedScores> = self.scores.iter().map(|s| RankedScores::new(s)).collect();
+        let metrics = |weights: Option<&[u32]>| -> Vec<Option<f64>> {
+            let auroc: Vec<Option<f64>> = ranked
+                .iter()
+                .map(|r| r.auroc_weighted(&self.positive, weights))
+                .collect();
+            let mut out = auroc.clone();
+            for other in &auroc[1..] {
+                out.push(auroc[0].zip(*other).map(|(f, o)| f - o));
+            }
+            out
+        };
+        let values: Vec<f64> = metrics(None)
+            .into_iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect();
+        let clusters = Clusters::from_ids(&self.patients);
+        Ok(bootstrap_ci_many(&values, &clusters, options, |r| {
+            metrics(Some(&r.counts))
+        })?)
     }
 }
 
@@ -684,87 +793,243 @@ fn compare(
             train_baseline(&folder.join("experiment.toml"), &folder.join("alone"), ctx)?;
         models.push((format!("{name} only"), arrays, Some(norm)));
     }
-    // Test sets: each site's, and all together.
-    let mut tests: Vec<(String, ExperimentConfig)> = Vec::new();
+
+    // Every model on every site's test patients; "all sites" is their union.
+    let patients = patients_of_studies(&dir.join("labels.csv"))?;
+    ctx.say("  evaluating every model on every site's test patients");
+    let bar = ctx.progress((models.len() * sites.len()) as u64, "evaluations");
+    let mut tests: Vec<TestSet> = Vec::new();
     for (name, _) in sites {
-        tests.push((
-            name.clone(),
-            load_experiment(&dir.join("sites").join(name).join("experiment.toml"))?,
-        ));
-    }
-    tests.push((
-        "all sites".into(),
-        load_experiment(&dir.join("pooled").join("experiment.toml"))?,
-    ));
-    let mut csv = csv::Writer::from_writer(Vec::new());
-    csv.write_record(["model", "test_set", "studies", "auroc"])?;
-    let mut grid: Vec<Vec<f64>> = Vec::new();
-    for (model, arrays, norm) in &models {
-        let mut row = Vec::new();
-        for (test, experiment) in &tests {
-            let (n, auroc) = test_auroc(experiment, arrays, norm.as_ref())?;
-            csv.write_record([
-                model.as_str(),
-                test.as_str(),
-                n.to_string().as_str(),
-                format!("{auroc:.4}").as_str(),
-            ])?;
-            row.push(auroc);
+        let experiment = load_experiment(&dir.join("sites").join(name).join("experiment.toml"))?;
+        let mut set: Option<TestSet> = None;
+        for (model, arrays, norm) in &models {
+            let evaluation = test_evaluation(&experiment, arrays, norm.as_ref())?;
+            bar.inc(1);
+            let scores: Vec<f64> = evaluation
+                .outputs
+                .iter()
+                .map(|o| o.get(1).copied().unwrap_or(f64::NAN))
+                .collect();
+            match &mut set {
+                None => {
+                    set = Some(TestSet {
+                        name: name.clone(),
+                        patients: evaluation
+                            .studies
+                            .iter()
+                            .map(|s| patients.get(s).cloned().unwrap_or_else(|| s.clone()))
+                            .collect(),
+                        positive: evaluation.classes.iter().map(|&c| c == 1).collect(),
+                        studies: evaluation.studies,
+                        scores: vec![scores],
+                    })
+                }
+                Some(set) => {
+                    if set.studies != evaluation.studies {
+                        bail!(
+                            "{model} was evaluated on other studies of {name} than the federated model"
+                        );
+                    }
+                    set.scores.push(scores);
+                }
+            }
         }
-        grid.push(row);
+        tests.extend(set);
+    }
+    bar.finish_and_clear();
+    let mut all = TestSet {
+        name: "all sites".into(),
+        studies: Vec::new(),
+        patients: Vec::new(),
+        positive: Vec::new(),
+        scores: vec![Vec::new(); models.len()],
+    };
+    for t in &tests {
+        all.studies.extend(t.studies.iter().cloned());
+        all.patients.extend(t.patients.iter().cloned());
+        all.positive.extend(t.positive.iter().copied());
+        for (m, s) in t.scores.iter().enumerate() {
+            all.scores[m].extend(s.iter().copied());
+        }
+    }
+    tests.push(all);
+
+    let options = BootstrapOptions {
+        replicates: 2000,
+        seed: args.seed,
+        confidence: 0.95,
+    };
+    let estimates: Vec<Vec<Estimate>> = tests
+        .iter()
+        .map(|t| t.estimates(&options))
+        .collect::<anyhow::Result<_>>()?;
+    let k = models.len();
+    let auroc = |m: usize, t: usize| &estimates[t][m];
+    // Federated minus model `m` (m ≥ 1) on test set `t`.
+    let gain = |m: usize, t: usize| &estimates[t][k + m - 1];
+
+    // comparison.csv: one row per model and test set; comparison-scores.csv: every score.
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record([
+        "model",
+        "test_set",
+        "studies",
+        "positive",
+        "patients",
+        "auroc",
+        "auroc_lower",
+        "auroc_upper",
+        "federated_minus_model",
+        "difference_lower",
+        "difference_upper",
+    ])?;
+    let number = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.4}")
+        } else {
+            String::new()
+        }
+    };
+    for (m, (model, _, _)) in models.iter().enumerate() {
+        for (t, test) in tests.iter().enumerate() {
+            let a = auroc(m, t);
+            let (d, lo, hi) = if m == 0 {
+                (f64::NAN, f64::NAN, f64::NAN)
+            } else {
+                let g = gain(m, t);
+                (g.value, g.lower, g.upper)
+            };
+            csv.write_record([
+                model.clone(),
+                test.name.clone(),
+                test.studies.len().to_string(),
+                test.positives().to_string(),
+                test.distinct_patients().to_string(),
+                number(a.value),
+                number(a.lower),
+                number(a.upper),
+                number(d),
+                number(lo),
+                number(hi),
+            ])?;
+        }
     }
     let bytes = csv
         .into_inner()
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     bedside_core::fsio::write_atomic(&dir.join("comparison.csv"), &bytes)?;
-    let mut heads = Vec::new();
-    for (test, experiment) in &tests {
-        let (studies, positive) = test_counts(experiment)?;
-        heads.push(format!("{test} ({studies} studies, {positive} positive)"));
+    let mut scores = csv::Writer::from_writer(Vec::new());
+    scores.write_record([
+        "model",
+        "site",
+        "study_key",
+        "patient_key",
+        "reduced_ef",
+        "score",
+    ])?;
+    for (m, (model, _, _)) in models.iter().enumerate() {
+        for test in &tests[..tests.len() - 1] {
+            for (i, study) in test.studies.iter().enumerate() {
+                scores.write_record([
+                    model.as_str(),
+                    test.name.as_str(),
+                    study.as_str(),
+                    test.patients[i].as_str(),
+                    if test.positive[i] { "1" } else { "0" },
+                    format!("{:.8}", test.scores[m][i]).as_str(),
+                ])?;
+            }
+        }
     }
+    let bytes = scores
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    bedside_core::fsio::write_atomic(&dir.join("comparison-scores.csv"), &bytes)?;
+
+    // comparison.md: the table, the differences, and the issue's two checks.
+    let heads: Vec<String> = tests
+        .iter()
+        .map(|t| {
+            format!(
+                "{} ({} studies of {} patients, {} positive)",
+                t.name,
+                t.studies.len(),
+                t.distinct_patients(),
+                t.positives()
+            )
+        })
+        .collect();
+    let rule = "---|".repeat(tests.len());
     let mut md = format!(
-        "Test AUROC of reduced EF (< 40 %), {} rounds × {} local epoch(s) federated; the other models trained {} epochs. \
-         With few positive studies in a column, one study moves its AUROC a lot.\n\n| model | {} |\n|---|{}\n",
+        "Test AUROC of reduced EF (< 40 %) with 95 % intervals from {} patient-level bootstrap \
+         replicates; {} rounds × {} local epoch(s) federated, the other models trained {} epochs.\n\n\
+         | model | {} |\n|---|{rule}\n",
+        options.replicates,
         args.rounds,
         args.local_epochs,
         args.rounds * args.local_epochs,
         heads.join(" | "),
-        "---|".repeat(tests.len())
     );
-    for ((model, _, _), row) in models.iter().zip(&grid) {
-        md.push_str(&format!(
-            "| {model} | {} |\n",
-            row.iter()
-                .map(|&v| auroc_cell(v))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        ));
+    for (m, (model, _, _)) in models.iter().enumerate() {
+        let row: Vec<String> = (0..tests.len()).map(|t| cell(auroc(m, t))).collect();
+        md.push_str(&format!("| {model} | {} |\n", row.join(" | ")));
     }
-    // The issue's two checks, stated with their numbers.
-    let all = tests.len() - 1;
-    let fed_all = grid[0][all];
-    let pooled_all = grid[1][all];
     md.push_str(&format!(
-        "\nFederated vs pooled on all test patients: {fed_all:.3} vs {pooled_all:.3} (gap {:.3}; goal ≤ 0.03).\n",
-        pooled_all - fed_all
+        "\nFederated minus each model, on the same bootstrap replicates (paired):\n\n\
+         | federated minus | {} |\n|---|{rule}\n",
+        tests
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    ));
+    for (m, (model, _, _)) in models.iter().enumerate().skip(1) {
+        let row: Vec<String> = (0..tests.len()).map(|t| cell(gain(m, t))).collect();
+        md.push_str(&format!("| {model} | {} |\n", row.join(" | ")));
+    }
+    let everyone = tests.len() - 1;
+    let gap = gain(1, everyone);
+    let verdict = if !gap.value.is_finite() {
+        "not measurable (one class)".to_string()
+    } else if -gap.value > 0.03 {
+        "not met".to_string()
+    } else if -gap.lower <= 0.03 {
+        "met, and the whole interval is within 0.03".to_string()
+    } else {
+        format!(
+            "met at the point estimate; the interval reaches {:.3} below pooled",
+            -gap.lower
+        )
+    };
+    md.push_str(&format!(
+        "\nFederated vs pooled on all test patients: {} vs {}; pooled minus federated {:.3} \
+         [{:.3}, {:.3}] (goal ≤ 0.03): {verdict}.\n",
+        cell(auroc(0, everyone)),
+        cell(auroc(1, everyone)),
+        -gap.value,
+        -gap.upper,
+        -gap.lower,
     ));
     for (s, (site, _)) in sites.iter().enumerate() {
-        let single = &grid[2 + s];
         let others: Vec<String> = (0..sites.len())
             .filter(|&t| t != s)
             .map(|t| {
+                let g = gain(2 + s, t);
+                let how = if !g.value.is_finite() {
+                    "not measurable: one class"
+                } else if g.lower > 0.0 {
+                    "beaten; the interval excludes 0"
+                } else if g.value > 0.0 {
+                    "beaten at the point estimate"
+                } else {
+                    "not beaten"
+                };
                 format!(
-                    "{}: {} vs federated {}{}",
-                    sites[t].0,
-                    auroc_cell(single[t]),
-                    auroc_cell(grid[0][t]),
-                    if grid[0][t].is_nan() || single[t].is_nan() {
-                        " (not measurable: one class)"
-                    } else if grid[0][t] > single[t] {
-                        ""
-                    } else {
-                        " (not beaten)"
-                    }
+                    "{}: {} vs federated {}, difference {} ({how})",
+                    tests[t].name,
+                    cell(auroc(2 + s, t)),
+                    cell(auroc(0, t)),
+                    cell(g)
                 )
             })
             .collect();

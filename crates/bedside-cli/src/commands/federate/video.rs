@@ -76,12 +76,6 @@ impl Trainer for VideoTrainer {
         global: &[(String, Tensor)],
         config: &TrainConfig,
     ) -> Result<TrainOutput, FederateError> {
-        if config.proximal_mu > 0.0 {
-            return Err(FederateError::Refused(
-                "the video trainer has no FedProx proximal term; run FedAvg (proximal-mu = 0)"
-                    .into(),
-            ));
-        }
         let mut exp = self.experiment.clone();
         exp.training.epochs = config.local_epochs.max(1) as usize;
         exp.training.early_stopping.patience = None;
@@ -111,6 +105,7 @@ impl Trainer for VideoTrainer {
         let start = StartFrom {
             arrays: Some(initial),
             normalization: self.normalization.clone(),
+            proximal_mu: config.proximal_mu,
         };
         let outcome = bedside_ml::train::train_with(&exp, &run, false, &start, &mut |_| {
             ControlFlow::Continue(())
@@ -145,15 +140,16 @@ impl Trainer for VideoTrainer {
         &mut self,
         global: &[(String, Tensor)],
     ) -> Result<(u64, Vec<(String, f64)>), FederateError> {
-        let (n, metrics) = bedside_ml::train::evaluate_arrays(
+        let evaluation = bedside_ml::train::evaluate_arrays(
             &self.experiment,
             &to_named(global),
             self.normalization.as_ref(),
         )
         .map_err(data_error)?;
         Ok((
-            n as u64,
-            metrics
+            evaluation.len() as u64,
+            evaluation
+                .metrics
                 .into_iter()
                 .filter(|(_, v)| v.is_finite())
                 .map(|(k, v)| (format!("eval-{}", k.replace('_', "-")), v))
