@@ -1092,23 +1092,12 @@ pub fn train_with(
         None
     };
     let mut prepared = prepare(config)?;
-    let device = config
-        .backend
-        .device_on(crate::backend::DeviceKind::parse(&config.device)?)?;
+    let device = config_device(config)?;
     let sampler = ClipSamplerConfig::new()
         .with_length(config.data.clip_length)
         .with_period(config.data.period)
         .init()?;
-    let store = VideoStore::new(
-        prepared
-            .manifest
-            .studies
-            .iter()
-            .map(|s| s.array.clone())
-            .collect(),
-        config.data.size,
-        config.data.cache,
-    );
+    let store = study_store(config, &prepared);
     if let Some(state) = &previous {
         prepared.spec.input.normalization = state.spec.input.normalization.clone();
         if state.spec != prepared.spec {
@@ -1119,12 +1108,7 @@ pub fn train_with(
     } else if let Some(given) = &start.normalization {
         prepared.spec.input.normalization = given.clone();
     } else {
-        let count = config.data.normalization_videos.min(prepared.train.len());
-        let step = prepared.train.len() as f64 / count as f64;
-        let sample: Vec<usize> = (0..count)
-            .map(|k| prepared.train[(k as f64 * step) as usize])
-            .collect();
-        prepared.spec.input.normalization = normalization_from(&store, &sample)?;
+        prepared.spec.input.normalization = training_normalization(config, &prepared, &store)?;
     }
     let spec = prepared.spec.clone();
     let ad_device = device.clone().autodiff();
@@ -1453,6 +1437,41 @@ pub fn train_with(
     Ok(outcome)
 }
 
+/// The device `config` asks for, on its backend.
+fn config_device(config: &ExperimentConfig) -> Result<Device, TrainError> {
+    Ok(config
+        .backend
+        .device_on(crate::backend::DeviceKind::parse(&config.device)?)?)
+}
+
+/// The arrays of every manifest study, read at the configured size.
+fn study_store(config: &ExperimentConfig, prepared: &Prepared) -> VideoStore {
+    VideoStore::new(
+        prepared
+            .manifest
+            .studies
+            .iter()
+            .map(|s| s.array.clone())
+            .collect(),
+        config.data.size,
+        config.data.cache,
+    )
+}
+
+/// Input normalisation from `data.normalization_videos` training studies, evenly spaced.
+fn training_normalization(
+    config: &ExperimentConfig,
+    prepared: &Prepared,
+    store: &VideoStore,
+) -> Result<crate::data::clips::Normalization, TrainError> {
+    let count = config.data.normalization_videos.min(prepared.train.len());
+    let step = prepared.train.len() as f64 / count as f64;
+    let sample: Vec<usize> = (0..count)
+        .map(|k| prepared.train[(k as f64 * step) as usize])
+        .collect();
+    Ok(normalization_from(store, &sample)?)
+}
+
 /// What [`evaluate_arrays`] measured: the metrics over the split and each study's output,
 /// so that callers can compute intervals or combine splits.
 #[derive(Debug, Clone, PartialEq)]
@@ -1498,29 +1517,11 @@ pub fn evaluate_arrays(
     normalization: Option<&crate::data::clips::Normalization>,
 ) -> Result<Evaluation, TrainError> {
     let mut prepared = prepare(config)?;
-    let device = config
-        .backend
-        .device_on(crate::backend::DeviceKind::parse(&config.device)?)?;
-    let store = VideoStore::new(
-        prepared
-            .manifest
-            .studies
-            .iter()
-            .map(|s| s.array.clone())
-            .collect(),
-        config.data.size,
-        config.data.cache,
-    );
+    let device = config_device(config)?;
+    let store = study_store(config, &prepared);
     prepared.spec.input.normalization = match normalization {
         Some(n) => n.clone(),
-        None => {
-            let count = config.data.normalization_videos.min(prepared.train.len());
-            let step = prepared.train.len() as f64 / count as f64;
-            let sample: Vec<usize> = (0..count)
-                .map(|k| prepared.train[(k as f64 * step) as usize])
-                .collect();
-            normalization_from(&store, &sample)?
-        }
+        None => training_normalization(config, &prepared, &store)?,
     };
     let spec = prepared.spec.clone();
     let model = {
@@ -1572,9 +1573,7 @@ pub fn evaluate_arrays(
 /// without anyone sending an initial model.
 pub fn initial_arrays(config: &ExperimentConfig) -> Result<Vec<NamedArray>, TrainError> {
     let prepared = prepare(config)?;
-    let device = config
-        .backend
-        .device_on(crate::backend::DeviceKind::parse(&config.device)?)?;
+    let device = config_device(config)?;
     let _generator = generator_lock();
     device.seed(config.seed);
     let model = prepared.spec.init(&device)?;
