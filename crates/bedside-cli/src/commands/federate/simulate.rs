@@ -293,16 +293,29 @@ fn cohort_config(args: &SimulateArgs) -> PhantomConfig {
     }
 }
 
-/// Whether `cohort` was generated from `config` (its `cohort.json`), so that a rerun in the
-/// same folder reuses the curated arrays only when they belong to the requested cohort.
-fn same_cohort(cohort: &Path, config: &PhantomConfig) -> bool {
-    let Ok(bytes) = std::fs::read(cohort.join("cohort.json")) else {
-        return false;
-    };
-    let Ok(written) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return false;
-    };
-    serde_json::to_value(config).is_ok_and(|wanted| written["config"] == wanted)
+/// The record of which cohort configuration the curated arrays in a simulation folder came
+/// from. Compared as text: serde_json's parser may round a float by one unit in the last
+/// place, so a parsed `cohort.json` need not equal the configuration it was written from.
+const COHORT_RECORD: &str = "cohort-config.json";
+
+/// The cohort configuration and the side of the curated copies, as recorded.
+fn cohort_record(config: &PhantomConfig, size: u32) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(&serde_json::json!({
+        "phantom": config,
+        "resize": size,
+    }))?)
+}
+
+/// Whether the cohort and curated arrays in `dir` were made from `config` at `size`, so that
+/// a rerun in the same folder reuses them only for the requested cohort.
+fn same_cohort(dir: &Path, config: &PhantomConfig, size: u32) -> bool {
+    match (
+        std::fs::read_to_string(dir.join(COHORT_RECORD)),
+        cohort_record(config, size),
+    ) {
+        (Ok(written), Ok(wanted)) => written == wanted,
+        _ => false,
+    }
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -343,8 +356,9 @@ pub fn run(args: SimulateArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let cohort = dir.join("cohort");
     let config = cohort_config(&args);
     let curated = dir.join("curated");
-    if !same_cohort(&cohort, &config) || !curated.join("metadata.csv").exists() {
+    if !same_cohort(&dir, &config, args.size) || !curated.join("metadata.csv").exists() {
         // Arrays of another cohort would stay in the manifest beside the new ones.
+        let _ = std::fs::remove_file(dir.join(COHORT_RECORD));
         for stale in [&cohort, &curated] {
             if stale.exists() {
                 std::fs::remove_dir_all(stale)
@@ -359,6 +373,10 @@ pub fn run(args: SimulateArgs, ctx: &Ctx) -> anyhow::Result<()> {
             &dir.join("secret"),
             args.size,
             ctx,
+        )?;
+        write(
+            &dir.join(COHORT_RECORD),
+            &cohort_record(&config, args.size)?,
         )?;
     } else {
         ctx.say(format!("  reusing {}", curated.display()));
