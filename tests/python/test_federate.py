@@ -342,10 +342,17 @@ def test_three_agents_fedavg_over_tls_with_node_auth(federation, tmp_path):
         make_site_data(data, rows, seed=i)
         sites[f"site{i}"] = (fed.site(f"site{i}", data, register=True), data)
         fed.start_agent(f"site{i}")
-    out = fed.run(**{"min-nodes": 3, "num-server-rounds": 3, "lr": 0.5, "local-epochs": 2})
+    # A block nobody trains, which every site returns halved (`frozen-scale`): each round's
+    # replies are then new content for the SuperLink.
+    out = fed.run(**{"min-nodes": 3, "num-server-rounds": 3, "lr": 0.5, "local-epochs": 2,
+                     "frozen-params": 64, "frozen-scale": 0.5})
     summary = fed.wait(out, done, timeout=180)
     rounds = train_rounds(summary)
     assert [(r["round"], r["replies"], r["failures"]) for r in rounds] == [(1, 3, 0), (2, 3, 0), (3, 3, 0)]
+    frozen = np.random.default_rng(0).standard_normal(64, dtype=np.float32)
+    for rnd in (1, 2, 3):
+        frozen = frozen * np.float32(0.5)
+        np.testing.assert_allclose(np.load(out / f"round-{rnd}" / "frozen.npy"), frozen, rtol=1e-6)
 
     w_global, b_global = np.zeros(4, np.float32), np.float32(0)
     for rnd in (1, 2, 3):
@@ -619,8 +626,16 @@ def test_simulate_federates_the_video_model_on_phantom_sites(tmp_path):
     with open(fed / "comparison-scores.csv", newline="") as f:
         scores = list(csv.DictReader(f))
     assert {(r["model"], r["test_set"]) for r in table} == {
-        (m, t) for m in ["federated", "pooled", "site-0 only", "site-1 only"]
+        (m, t) for m in ["federated", "pooled", "site-0 only", "site-1 only", "federated, averaged statistics"]
         for t in ["site-0", "site-1", "all sites"]}
+    # The federated model scored each site with BatchNorm statistics of that site (a pass
+    # over its training studies, in the site's folder); with the averaged ones it scores
+    # otherwise.
+    for site in ("site-0", "site-1"):
+        assert (fed / "sites" / site / "site-statistics" / "checkpoint" / "state.json").exists()
+    own = [float(s["score"]) for s in scores if s["model"] == "federated"]
+    averaged = [float(s["score"]) for s in scores if s["model"] == "federated, averaged statistics"]
+    assert len(own) == len(averaged) and own != averaged
     patients = json.loads((fed / "cohort" / "cohort.json").read_text())["config"]["patients"]
     assert patients == 30 + 16
     auroc = {}

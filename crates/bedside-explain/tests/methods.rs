@@ -22,6 +22,8 @@ fn spec(kind: TaskKind, survival: SurvivalModel, tabular: usize) -> ModelSpec {
         layers: [1, 1, 1, 1],
         dropout: 0.3,
         fusion_hidden: 8,
+        norm: bedside_ml::video::NormKind::Batch,
+        norm_groups: 32,
         task: TaskSpec {
             kind,
             classes: 2,

@@ -25,6 +25,8 @@ fn spec() -> ModelSpec {
         layers: [1, 1, 1, 1],
         dropout: 0.0,
         fusion_hidden: 8,
+        norm: bedside_ml::video::NormKind::Batch,
+        norm_groups: 32,
         task: TaskSpec {
             kind: TaskKind::Classification,
             classes: 2,

@@ -670,6 +670,7 @@ fn train_config(content: &RecordDict) -> TrainConfig {
         lr: None,
         proximal_mu: 0.0,
         normalization: None,
+        frozen_scale: 1.0,
     };
     let (mut mean, mut sd) = (None, None);
     for (name, r) in content {
@@ -680,6 +681,7 @@ fn train_config(content: &RecordDict) -> TrainConfig {
                     ("local-epochs", Some(x)) => cfg.local_epochs = x.max(0.0) as u32,
                     ("lr", Some(x)) => cfg.lr = Some(x),
                     ("proximal-mu", Some(x)) => cfg.proximal_mu = x,
+                    ("frozen-scale", Some(x)) if x.is_finite() => cfg.frozen_scale = x,
                     ("norm-mean", Some(x)) => mean = Some(x),
                     ("norm-std", Some(x)) => sd = Some(x),
                     _ => {}

@@ -98,6 +98,10 @@ pub struct TrainerConfig {
     /// `bedside train` experiment configuration (`video`): model, task, local data and
     /// optimiser; `training.epochs` is replaced by the instruction's `local-epochs`.
     pub experiment: PathBuf,
+    /// `video`: answer `evaluate` with the global model's BatchNorm statistics re-estimated on
+    /// this site's training studies (one pass, no training), which is how the site would
+    /// run the model, instead of the federation's averaged statistics.
+    pub site_statistics: bool,
 }
 
 /// `[stats]`

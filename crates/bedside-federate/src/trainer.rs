@@ -24,6 +24,11 @@ pub struct TrainConfig {
     /// Input normalisation agreed by the federation (`norm-mean`, `norm-std`), e.g. from
     /// the sites' pooled statistics; without it a site uses its own.
     pub normalization: Option<(f64, f64)>,
+    /// Factor on the arrays a model does not train (`frozen-scale`, default 1): benchmarks
+    /// set it below 1 so that every reply carries new bytes. Returned unchanged, a frozen
+    /// block has the content address of the global one, and the SuperLink, which already
+    /// holds that object, does not ask for it again.
+    pub frozen_scale: f64,
 }
 
 /// Data-quality statistics of a site: the examples counted, and named values (scalars
@@ -185,8 +190,21 @@ impl Trainer for LinearTrainer {
             ),
             ("b".into(), Tensor::vector(vec![b as f32])),
         ];
-        // Arrays this model does not train (e.g. a frozen block) go back unchanged.
-        arrays.extend(global.iter().filter(|(k, _)| k != "w" && k != "b").cloned());
+        // Arrays this model does not train (e.g. a frozen block) go back unchanged, or
+        // scaled when the instruction asks for it.
+        arrays.extend(
+            global
+                .iter()
+                .filter(|(k, _)| k != "w" && k != "b")
+                .map(|(k, t)| {
+                    let mut t = t.clone();
+                    if config.frozen_scale != 1.0 {
+                        let scale = config.frozen_scale as f32;
+                        t.data.iter_mut().for_each(|v| *v *= scale);
+                    }
+                    (k.clone(), t)
+                }),
+        );
         Ok(TrainOutput {
             arrays,
             num_examples: self.y.len() as u64,
@@ -250,6 +268,7 @@ mod tests {
             lr: Some(0.5),
             proximal_mu: 0.0,
             normalization: None,
+            frozen_scale: 1.0,
         };
         let out = t.train(&global, &cfg).expect("train");
         let (_, after) = t.evaluate(&out.arrays).expect("eval");

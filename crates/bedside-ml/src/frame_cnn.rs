@@ -1,9 +1,9 @@
 //! Per-frame 2D CNN with temporal pooling: the baseline that shows what 3D convolutions add.
 //!
 //! Each frame goes through the same small 2D ResNet-style stack (7×7 stride-2 stem, then one
-//! strided 3×3 convolution per stage, each with BatchNorm and ReLU); frame embeddings are
-//! averaged (or max-pooled) over time and classified by a linear layer. Frame order does not
-//! matter to this model, by construction.
+//! strided 3×3 convolution per stage, each with BatchNorm (or GroupNorm) and ReLU); frame
+//! embeddings are averaged (or max-pooled) over time and classified by a linear layer. Frame
+//! order does not matter to this model, by construction.
 
 use burn::config::Config;
 use burn::module::{Initializer, Module};
@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MlError;
+use crate::video::{NormKind, normalize};
 
 /// How frame embeddings are pooled over time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +37,12 @@ pub struct FrameCnnConfig {
     /// Temporal pooling. Default mean.
     #[config(default = "TemporalPooling::Mean")]
     pub pooling: TemporalPooling,
+    /// Normalisation layers. Default BatchNorm.
+    #[config(default = "NormKind::Batch")]
+    pub norm: NormKind,
+    /// Groups of [`NormKind::Group`] (see [`crate::video::group_count`]). Default 32.
+    #[config(default = 32)]
+    pub norm_groups: usize,
 }
 
 fn conv2d(channels: [usize; 2], kernel: usize, stride: usize, device: &Device) -> Conv2d {
@@ -58,6 +65,15 @@ fn conv2d(channels: [usize; 2], kernel: usize, stride: usize, device: &Device) -
 impl FrameCnnConfig {
     /// Build the network.
     pub fn init(&self, device: &Device) -> Result<FrameCnn, MlError> {
+        let norm_groups = match self.norm {
+            NormKind::Batch => 0,
+            NormKind::Group => self.norm_groups,
+        };
+        if self.norm == NormKind::Group && self.norm_groups == 0 {
+            return Err(MlError::InvalidConfig {
+                message: "GroupNorm needs at least one group".into(),
+            });
+        }
         if self.widths.is_empty() || self.widths.contains(&0) || self.num_classes == 0 {
             return Err(MlError::InvalidConfig {
                 message: format!(
@@ -69,6 +85,7 @@ impl FrameCnnConfig {
         let stem = ConvBn2d {
             conv: conv2d([3, self.widths[0]], 7, 2, device),
             bn: BatchNormConfig::new(self.widths[0]).init(device),
+            norm_groups,
         };
         let stages = self
             .widths
@@ -76,6 +93,7 @@ impl FrameCnnConfig {
             .map(|w| ConvBn2d {
                 conv: conv2d([w[0], w[1]], 3, 2, device),
                 bn: BatchNormConfig::new(w[1]).init(device),
+                norm_groups,
             })
             .collect();
         let last = self.widths[self.widths.len() - 1];
@@ -88,18 +106,20 @@ impl FrameCnnConfig {
     }
 }
 
-/// 2D convolution, BatchNorm, ReLU.
+/// 2D convolution, BatchNorm (or GroupNorm with its affine parameters), ReLU.
 #[derive(Module, Debug)]
 pub struct ConvBn2d {
     /// Convolution.
     pub conv: Conv2d,
     /// BatchNorm.
     pub bn: BatchNorm,
+    /// [`normalize`]'s `groups`: 0 for BatchNorm.
+    pub norm_groups: usize,
 }
 
 impl ConvBn2d {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        relu(normalize(&self.bn, self.norm_groups, self.conv.forward(x)))
     }
 }
 

@@ -7,6 +7,11 @@
 //!
 //! Width and depth multipliers give CPU-sized variants: `width = 0.25` keeps the
 //! architecture but uses 16/32/64/128 channels, `layers = [1, 1, 1, 1]` halves the depth.
+//!
+//! Every normalisation layer is a [`BatchNorm`] module, so parameter names are torchvision's
+//! whichever [`NormKind`] is chosen. With [`NormKind::Group`] the layer's `gamma`/`beta` are
+//! used as GroupNorm's affine parameters and its running statistics are neither used nor
+//! updated: this is torchvision's `norm_layer=GroupNorm` under the same state_dict keys.
 
 use burn::config::Config;
 use burn::module::{Initializer, Module};
@@ -72,6 +77,56 @@ enum ConvKind {
     TwoPlusOne,
 }
 
+/// The normalisation after each convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    /// BatchNorm: batch statistics in training, running statistics in evaluation
+    /// (torchvision's default).
+    #[default]
+    Batch,
+    /// GroupNorm (Wu & He 2018): statistics of each clip over groups of channels, the same in
+    /// training and evaluation. Federated training across non-IID sites needs it: averaged
+    /// BatchNorm running statistics fit no site (Hsieh et al. 2020).
+    Group,
+}
+
+/// GroupNorm's default number of groups (Wu & He 2018).
+pub const DEFAULT_NORM_GROUPS: usize = 32;
+
+/// The number of groups a GroupNorm over `channels` channels uses when `requested` are asked
+/// for: the largest divisor of `channels` that is at most `requested`, since the groups must
+/// split the channels evenly (a 45-channel (2+1)D stem at width 0.25 has 11 channels).
+pub fn group_count(channels: usize, requested: usize) -> usize {
+    let limit = requested.clamp(1, channels.max(1));
+    (1..=limit)
+        .rev()
+        .find(|g| channels.is_multiple_of(*g))
+        .unwrap_or(1)
+}
+
+/// Apply `bn` as BatchNorm (`groups == 0`) or as GroupNorm over [`group_count`] groups with
+/// `bn`'s affine parameters and epsilon (`groups > 0`).
+///
+/// # Shapes
+/// - input and output: `[batch, channels, ...]`
+pub fn normalize<const D: usize>(bn: &BatchNorm, groups: usize, x: Tensor<D>) -> Tensor<D> {
+    if groups == 0 {
+        return bn.forward(x);
+    }
+    let dims = x.dims();
+    let (batch, channels) = (dims[0], dims[1]);
+    let groups = group_count(channels, groups);
+    let per_group = dims[1..].iter().product::<usize>() / groups;
+    let grouped = x.reshape([batch, groups, per_group]);
+    let centred = grouped.clone() - grouped.mean_dim(2);
+    let var = centred.clone().square().mean_dim(2);
+    let normalised = (centred / var.add_scalar(bn.epsilon).sqrt()).reshape(dims);
+    let mut affine = [1usize; D];
+    affine[1] = channels;
+    normalised * bn.gamma.val().reshape(affine) + bn.beta.val().reshape(affine)
+}
+
 /// Configuration of a [`VideoResNet`].
 #[derive(Config, Debug)]
 pub struct VideoResNetConfig {
@@ -90,6 +145,12 @@ pub struct VideoResNetConfig {
     /// BatchNorm epsilon. Default 1e-5 (PyTorch's).
     #[config(default = 1e-5)]
     pub batch_norm_epsilon: f64,
+    /// Normalisation layers. Default BatchNorm (torchvision's).
+    #[config(default = "NormKind::Batch")]
+    pub norm: NormKind,
+    /// Groups of [`NormKind::Group`] (see [`group_count`]). Default 32.
+    #[config(default = 32)]
+    pub norm_groups: usize,
 }
 
 fn scaled(base: usize, width: f64) -> usize {
@@ -159,7 +220,20 @@ impl VideoResNetConfig {
                 message: "num_classes must be at least 1".into(),
             });
         }
+        if self.norm == NormKind::Group && self.norm_groups == 0 {
+            return Err(MlError::InvalidConfig {
+                message: "GroupNorm needs at least one group".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// The `groups` argument of [`normalize`]: 0 for BatchNorm.
+    pub fn groups_argument(&self) -> usize {
+        match self.norm {
+            NormKind::Batch => 0,
+            NormKind::Group => self.norm_groups,
+        }
     }
 
     /// Build the network with torchvision's initialisation.
@@ -167,6 +241,7 @@ impl VideoResNetConfig {
         self.validate()?;
         let widths = self.stage_widths();
         let eps = self.batch_norm_epsilon;
+        let groups = self.groups_argument();
         let stem = match self.arch {
             VideoArch::R2Plus1d18 => {
                 let mid = scaled(45, self.width);
@@ -181,6 +256,7 @@ impl VideoResNetConfig {
                         device,
                     )),
                     bn2: Some(batch_norm(widths[0], eps, device)),
+                    norm_groups: groups,
                 }
             }
             _ => Stem {
@@ -188,6 +264,7 @@ impl VideoResNetConfig {
                 bn1: batch_norm(widths[0], eps, device),
                 conv2: None,
                 bn2: None,
+                norm_groups: groups,
             },
         };
         let mut inplanes = widths[0];
@@ -203,7 +280,7 @@ impl VideoResNetConfig {
                     planes,
                     kind,
                     block_stride,
-                    eps,
+                    (eps, groups),
                     device,
                 ));
                 inplanes = planes;
@@ -242,6 +319,8 @@ pub struct Stem {
     pub conv2: Option<Conv3d>,
     /// torchvision `stem.4` ((2+1)D only).
     pub bn2: Option<BatchNorm>,
+    /// [`normalize`]'s `groups`: 0 for BatchNorm.
+    pub norm_groups: usize,
 }
 
 impl Stem {
@@ -249,9 +328,10 @@ impl Stem {
     /// - input: `[batch, 3, frames, height, width]`
     /// - output: `[batch, width0, frames, height / 2, width / 2]`
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let g = self.norm_groups;
+        let mut x = relu(normalize(&self.bn1, g, self.conv1.forward(x)));
         if let (Some(conv), Some(bn)) = (&self.conv2, &self.bn2) {
-            x = relu(bn.forward(conv.forward(x)));
+            x = relu(normalize(bn, g, conv.forward(x)));
         }
         x
     }
@@ -269,6 +349,8 @@ pub struct VideoConv {
     pub spatial_bn: Option<BatchNorm>,
     /// 3×1×1 convolution (`conv1.0.3`) of `Conv2Plus1D`.
     pub temporal: Option<Conv3d>,
+    /// [`normalize`]'s `groups`: 0 for BatchNorm.
+    pub norm_groups: usize,
 }
 
 impl VideoConv {
@@ -276,7 +358,7 @@ impl VideoConv {
         kind: ConvKind,
         [inplanes, midplanes, planes]: [usize; 3],
         stride: usize,
-        eps: f64,
+        (eps, norm_groups): (f64, usize),
         device: &Device,
     ) -> Self {
         let s = stride;
@@ -292,6 +374,7 @@ impl VideoConv {
                 spatial: None,
                 spatial_bn: None,
                 temporal: None,
+                norm_groups,
             },
             ConvKind::NoTemporal => Self {
                 full: Some(conv3d(
@@ -304,6 +387,7 @@ impl VideoConv {
                 spatial: None,
                 spatial_bn: None,
                 temporal: None,
+                norm_groups,
             },
             ConvKind::TwoPlusOne => Self {
                 full: None,
@@ -322,6 +406,7 @@ impl VideoConv {
                     [1, 0, 0],
                     device,
                 )),
+                norm_groups,
             },
         }
     }
@@ -338,7 +423,7 @@ impl VideoConv {
             x = conv.forward(x);
         }
         if let Some(bn) = &self.spatial_bn {
-            x = relu(bn.forward(x));
+            x = relu(normalize(bn, self.norm_groups, x));
         }
         if let Some(conv) = &self.temporal {
             x = conv.forward(x);
@@ -354,6 +439,15 @@ pub struct ConvBn {
     pub conv: VideoConv,
     /// BatchNorm (`.1`).
     pub bn: BatchNorm,
+    /// [`normalize`]'s `groups`: 0 for BatchNorm.
+    pub norm_groups: usize,
+}
+
+impl ConvBn {
+    /// The convolution, then the normalisation (no ReLU).
+    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        normalize(&self.bn, self.norm_groups, self.conv.forward(x))
+    }
 }
 
 /// 1×1×1 strided projection of the shortcut (`downsample.0`, `downsample.1`).
@@ -363,6 +457,8 @@ pub struct Downsample {
     pub conv: Conv3d,
     /// `downsample.1`.
     pub bn: BatchNorm,
+    /// [`normalize`]'s `groups`: 0 for BatchNorm.
+    pub norm_groups: usize,
 }
 
 /// torchvision's video `BasicBlock`: `relu(conv2(relu(conv1(x))) + shortcut(x))`.
@@ -382,9 +478,10 @@ impl BasicBlock {
         planes: usize,
         kind: ConvKind,
         stride: usize,
-        eps: f64,
+        (eps, norm_groups): (f64, usize),
         device: &Device,
     ) -> Self {
+        let norm = (eps, norm_groups);
         let downsample = (stride != 1 || inplanes != planes).then(|| {
             // Conv3DNoTemporal keeps the time axis; the other builders stride it too.
             let ds = match kind {
@@ -394,6 +491,7 @@ impl BasicBlock {
             Downsample {
                 conv: conv3d([inplanes, planes], [1, 1, 1], ds, [0, 0, 0], device),
                 bn: batch_norm(planes, eps, device),
+                norm_groups,
             }
         });
         // torchvision's BasicBlock computes the (2+1)D middle width once from the block's input
@@ -401,12 +499,14 @@ impl BasicBlock {
         let midplanes = ((inplanes * planes * 27) / (inplanes * 9 + 3 * planes)).max(1);
         Self {
             conv1: ConvBn {
-                conv: VideoConv::new(kind, [inplanes, midplanes, planes], stride, eps, device),
+                conv: VideoConv::new(kind, [inplanes, midplanes, planes], stride, norm, device),
                 bn: batch_norm(planes, eps, device),
+                norm_groups,
             },
             conv2: ConvBn {
-                conv: VideoConv::new(kind, [planes, midplanes, planes], 1, eps, device),
+                conv: VideoConv::new(kind, [planes, midplanes, planes], 1, norm, device),
                 bn: batch_norm(planes, eps, device),
+                norm_groups,
             },
             downsample,
         }
@@ -416,10 +516,10 @@ impl BasicBlock {
     /// - input: `[batch, in, frames, height, width]`
     /// - output: `[batch, planes, frames', height', width']`
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        let out = relu(self.conv1.bn.forward(self.conv1.conv.forward(x.clone())));
-        let out = self.conv2.bn.forward(self.conv2.conv.forward(out));
+        let out = relu(self.conv1.forward(x.clone()));
+        let out = self.conv2.forward(out);
         let shortcut = match &self.downsample {
-            Some(ds) => ds.bn.forward(ds.conv.forward(x)),
+            Some(ds) => normalize(&ds.bn, ds.norm_groups, ds.conv.forward(x)),
             None => x,
         };
         relu(out + shortcut)

@@ -217,3 +217,51 @@ fn fedprox_proximal_term_pulls_local_training_towards_the_global_model() {
     .unwrap_err();
     assert!(err.to_string().contains("proximal"), "{err}");
 }
+
+#[test]
+fn statistics_only_runs_move_the_running_statistics_and_nothing_else() {
+    let a = tempfile::tempdir().unwrap();
+    // A large learning rate: any step taken would show.
+    let cfg = config(&cohort(a.path(), 0), 0.5);
+    let start_arrays = initial_arrays(&cfg).unwrap();
+    let refused = train_with(
+        &cfg,
+        &a.path().join("run-none"),
+        false,
+        &StartFrom {
+            statistics_only: true,
+            ..StartFrom::default()
+        },
+        &mut |_| ControlFlow::Continue(()),
+    );
+    assert!(refused.is_err());
+    let run = a.path().join("run-stats");
+    let start = StartFrom {
+        arrays: Some(start_arrays.clone()),
+        statistics_only: true,
+        ..StartFrom::default()
+    };
+    train_with(
+        &cfg,
+        &run,
+        false,
+        &start,
+        &mut |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    let (after, _) = run_arrays(&run, false).unwrap();
+    let mut moved = 0;
+    for x in &start_arrays {
+        let y = find(&after, &x.name);
+        if x.name.contains("running_") {
+            moved += usize::from(x.data != y.data);
+        } else {
+            assert_eq!(x.data, y.data, "{} changed", x.name);
+        }
+    }
+    let running = start_arrays
+        .iter()
+        .filter(|x| x.name.contains("running_"))
+        .count();
+    assert_eq!(moved, running, "every running statistic should move");
+}

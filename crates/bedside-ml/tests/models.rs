@@ -63,11 +63,22 @@ fn frame_cnn_mean_pooling_equals_average_of_single_frame_embeddings() {
 
 #[test]
 fn r2plus1d_trains_on_the_autodiff_device() {
+    r2plus1d_trains(bedside_ml::video::NormKind::Batch);
+}
+
+#[test]
+fn r2plus1d_with_group_norm_trains_on_the_autodiff_device() {
+    r2plus1d_trains(bedside_ml::video::NormKind::Group);
+}
+
+fn r2plus1d_trains(norm: bedside_ml::video::NormKind) {
     let device = Device::flex().autodiff();
     let mut model = VideoResNetConfig::new(VideoArch::R2Plus1d18)
         .with_width(0.0625)
         .with_layers([1, 1, 1, 1])
         .with_num_classes(2)
+        .with_norm(norm)
+        .with_norm_groups(2)
         .init(&device)
         .unwrap();
     let x = clip(7, [4, 3, 4, 16, 16], &device);
@@ -144,4 +155,131 @@ fn invalid_configs_are_rejected_with_a_message() {
             .init(&device)
             .is_err()
     );
+}
+
+#[test]
+fn group_count_is_the_largest_divisor_not_above_the_request() {
+    use bedside_ml::video::group_count;
+    assert_eq!(group_count(128, 32), 32);
+    assert_eq!(group_count(16, 32), 16);
+    // The (2+1)D stem at width 0.25 has 11 channels: prime, so one group per channel.
+    assert_eq!(group_count(11, 32), 11);
+    assert_eq!(group_count(11, 8), 1);
+    assert_eq!(group_count(9, 4), 3);
+    assert_eq!(group_count(24, 5), 4);
+}
+
+#[test]
+fn normalize_as_group_norm_matches_burns_group_norm() {
+    use bedside_ml::video::normalize;
+    use burn::nn::{BatchNormConfig, GroupNormConfig};
+    let device = Device::flex();
+    for (channels, requested, groups) in [(12usize, 4usize, 4usize), (9, 4, 3), (6, 32, 6)] {
+        let mut bn = BatchNormConfig::new(channels).init(&device);
+        let gamma: Vec<f32> = (0..channels).map(|c| 0.5 + 0.1 * c as f32).collect();
+        let beta: Vec<f32> = (0..channels).map(|c| 0.3 - 0.05 * c as f32).collect();
+        bn.gamma =
+            burn::module::Param::from_data(TensorData::new(gamma.clone(), [channels]), &device);
+        bn.beta =
+            burn::module::Param::from_data(TensorData::new(beta.clone(), [channels]), &device);
+        let mut reference = GroupNormConfig::new(groups, channels).init(&device);
+        reference.gamma = Some(burn::module::Param::from_data(
+            TensorData::new(gamma, [channels]),
+            &device,
+        ));
+        reference.beta = Some(burn::module::Param::from_data(
+            TensorData::new(beta, [channels]),
+            &device,
+        ));
+        // Shifted and scaled so that the statistics matter.
+        let x = clip(11, [3, channels, 2, 5, 4], &device)
+            .mul_scalar(3.0)
+            .add_scalar(1.5);
+        let ours = to_vec(normalize(&bn, requested, x.clone()));
+        let theirs = to_vec(reference.forward(x));
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!((a - b).abs() < 1e-4, "{channels} channels: {a} vs {b}");
+        }
+    }
+}
+
+/// A clip's logits at two brightness gains, from one model: GroupNorm removes the gain (the
+/// convolutions have no bias), BatchNorm with running statistics does not.
+fn logits_under_gains(norm: bedside_ml::video::NormKind, gains: [f32; 2]) -> [Vec<f32>; 2] {
+    let device = Device::flex();
+    let mut model = VideoResNetConfig::new(VideoArch::R2Plus1d18)
+        .with_width(0.125)
+        .with_layers([1, 1, 1, 1])
+        .with_num_classes(3)
+        .with_norm(norm)
+        .with_norm_groups(4)
+        .init(&device)
+        .unwrap();
+    // Non-trivial running statistics, as after training.
+    model.stem.bn1.running_mean = burn::module::RunningState::new(Tensor::<1>::from_data(
+        TensorData::new(vec![0.2f32; 6], [6]),
+        &device,
+    ));
+    let x = clip(5, [2, 3, 4, 16, 16], &device);
+    gains.map(|gain| to_vec(model.forward(x.clone().mul_scalar(gain))))
+}
+
+#[test]
+fn group_norm_logits_ignore_a_per_clip_gain_and_batch_norm_logits_do_not() {
+    use bedside_ml::video::NormKind;
+    let [base, brighter] = logits_under_gains(NormKind::Group, [1.0, 1.25]);
+    for (a, b) in base.iter().zip(&brighter) {
+        assert!((a - b).abs() < 1e-4, "GroupNorm: {a} vs {b}");
+    }
+    let [base, brighter] = logits_under_gains(NormKind::Batch, [1.0, 1.25]);
+    let largest = base
+        .iter()
+        .zip(&brighter)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(largest > 1e-3, "BatchNorm logits should move: {largest}");
+}
+
+#[test]
+fn group_norm_training_output_does_not_depend_on_the_rest_of_the_batch() {
+    use bedside_ml::video::NormKind;
+    let device = Device::flex().autodiff();
+    for (norm, independent) in [(NormKind::Group, true), (NormKind::Batch, false)] {
+        let model = FrameCnnConfig::new(2)
+            .with_widths(vec![4, 8])
+            .with_norm(norm)
+            .with_norm_groups(2)
+            .init(&device)
+            .unwrap();
+        let a = clip(21, [1, 3, 2, 16, 16], &device);
+        let batch = Tensor::cat(vec![a.clone(), clip(22, [3, 3, 2, 16, 16], &device)], 0);
+        let alone = to_vec(model.forward(a));
+        let together = to_vec(model.forward(batch));
+        let gap = alone
+            .iter()
+            .zip(&together[..2])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert_eq!(gap < 1e-5, independent, "{norm:?}: gap {gap}");
+    }
+}
+
+#[test]
+fn group_norm_models_load_torchvision_batch_norm_keys() {
+    use bedside_ml::video::NormKind;
+    use bedside_ml::weights::{LoadMode, WeightSource, load_torchvision_video};
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/r2plus1d_w16.safetensors");
+    let device = Device::flex();
+    let model = VideoResNetConfig::new(VideoArch::R2Plus1d18)
+        .with_width(1.0 / 16.0)
+        .with_num_classes(5)
+        .with_norm(NormKind::Group)
+        .init(&device)
+        .unwrap();
+    let (model, report) =
+        load_torchvision_video(model, &WeightSource::File(path), LoadMode::Strict).unwrap();
+    assert!(report.is_clean(), "{report}");
+    let logits = to_vec(model.forward(clip(3, [1, 3, 4, 24, 24], &device)));
+    assert!(logits.iter().all(|v| v.is_finite()));
 }

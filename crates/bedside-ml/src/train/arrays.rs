@@ -34,6 +34,11 @@ pub struct StartFrom {
     /// FedProx's proximal weight μ: the loss gains `μ/2 · ‖w − w₀‖²` towards `arrays`
     /// (0 = plain training).
     pub proximal_mu: f64,
+    /// Run the epochs' forward passes in training mode but take no optimiser step: only the
+    /// BatchNorm running statistics move, to this run's data under `arrays`' weights. This is
+    /// how a site re-estimates a federated model's statistics on its own studies (AdaBN, Li
+    /// et al. 2016; statistics kept per site as in SiloBN, Andreux et al. 2020).
+    pub statistics_only: bool,
 }
 
 /// The model's parameters and buffers, in the order the model lists them.

@@ -15,7 +15,7 @@ use crate::data::manifest::ManifestColumns;
 use crate::loss::evidential::{Evidence, EvidentialDataTerm};
 use crate::loss::survival::CoxTies;
 use crate::train::model::{FRAME_CNN, FRAME_CNN_MAX, frame_cnn_pooling};
-use crate::video::VideoArch;
+use crate::video::{DEFAULT_NORM_GROUPS, NormKind, VideoArch};
 
 /// The whole experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +181,14 @@ pub struct ModelConfig {
     pub fusion_hidden: usize,
     /// Dropout before the head.
     pub dropout: f64,
+    /// Normalisation after each convolution: `batch` (torchvision's BatchNorm) or `group`
+    /// (GroupNorm, per-clip statistics). Federations across hospitals need `group`: BatchNorm's
+    /// averaged running statistics fit none of the sites, so scores shift from site to site.
+    /// Pretrained BatchNorm weights load into either (`group` keeps their scale and shift).
+    pub norm: NormKind,
+    /// Groups of `norm = "group"`; a layer whose channels this does not divide uses the
+    /// largest divisor below it.
+    pub norm_groups: usize,
 }
 
 impl Default for ModelConfig {
@@ -193,6 +201,8 @@ impl Default for ModelConfig {
             init_from: None,
             fusion_hidden: 32,
             dropout: 0.0,
+            norm: NormKind::Batch,
+            norm_groups: DEFAULT_NORM_GROUPS,
         }
     }
 }
@@ -567,6 +577,9 @@ impl Validate for ExperimentConfig {
         }
         if self.model.fusion_hidden == 0 {
             return err("model.fusion_hidden", "must be at least 1");
+        }
+        if self.model.norm_groups == 0 {
+            return err("model.norm_groups", "must be at least 1");
         }
         if self.model.pretrained.is_some() && self.model.init_from.is_some() {
             return err(

@@ -14,7 +14,7 @@ use crate::error::MlError;
 use crate::frame_cnn::{FrameCnn, FrameCnnConfig, TemporalPooling};
 use crate::heads::{LateFusion, LateFusionConfig};
 use crate::loss::evidential::{Evidence, evidence};
-use crate::video::{VideoArch, VideoResNet, VideoResNetConfig};
+use crate::video::{DEFAULT_NORM_GROUPS, NormKind, VideoArch, VideoResNet, VideoResNetConfig};
 
 /// How clips are made for the model (what a bundle's user must reproduce).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,12 +207,22 @@ pub struct ModelSpec {
     pub dropout: f64,
     /// Hidden width of the fusion head.
     pub fusion_hidden: usize,
+    /// Normalisation layers (absent in specifications written before GroupNorm: BatchNorm).
+    #[serde(default)]
+    pub norm: NormKind,
+    /// Groups of [`NormKind::Group`].
+    #[serde(default = "default_norm_groups")]
+    pub norm_groups: usize,
     /// Task.
     pub task: TaskSpec,
     /// Late-fusion covariates (empty: a linear head on the video embedding).
     pub tabular: Vec<TabularColumn>,
     /// Clip construction.
     pub input: InputSpec,
+}
+
+fn default_norm_groups() -> usize {
+    DEFAULT_NORM_GROUPS
 }
 
 impl ModelSpec {
@@ -234,6 +244,8 @@ impl ModelSpec {
                 let model = FrameCnnConfig::new(output_dim)
                     .with_widths(widths)
                     .with_pooling(pooling)
+                    .with_norm(self.norm)
+                    .with_norm_groups(self.norm_groups)
                     .init(device)?;
                 (None, Some(model), embedding_dim)
             }
@@ -242,7 +254,9 @@ impl ModelSpec {
                 let config = VideoResNetConfig::new(arch)
                     .with_width(self.width)
                     .with_layers(self.layers)
-                    .with_num_classes(output_dim);
+                    .with_num_classes(output_dim)
+                    .with_norm(self.norm)
+                    .with_norm_groups(self.norm_groups);
                 // From the configuration: reading a fresh parameter's shape would initialise it
                 // here, out of the order the seeded first forward pass draws in.
                 let embedding_dim = config.embedding_dim();

@@ -638,6 +638,8 @@ fn prepare(config: &ExperimentConfig) -> Result<Prepared, TrainError> {
         layers: config.model.layers,
         dropout: config.model.dropout,
         fusion_hidden: config.model.fusion_hidden,
+        norm: config.model.norm,
+        norm_groups: config.model.norm_groups,
         task: TaskSpec {
             kind: t.kind,
             classes: t.classes,
@@ -1166,7 +1168,12 @@ pub fn train_with(
     };
     // FedProx: the round's global model, rebuilt from the start arrays so that a resumed run
     // is pulled towards the same point as the uninterrupted one.
-    let anchor = if start.proximal_mu > 0.0 {
+    if start.statistics_only && start.arrays.is_none() {
+        return Err(TrainError::invalid(
+            "re-estimating statistics needs the model's arrays to start from",
+        ));
+    }
+    let anchor = if start.proximal_mu > 0.0 && !start.statistics_only {
         let arrays = start.arrays.as_ref().ok_or_else(|| {
             TrainError::invalid("a proximal term needs the global model to start from")
         })?;
@@ -1302,7 +1309,6 @@ pub fn train_with(
                     Some(anchor) => loss + anchor.term(&current)?,
                     None => loss,
                 };
-                let grads = GradientsParams::from_grads(loss.backward(), &current);
                 lr = learning_rate(
                     &config.schedule,
                     config.optimizer.lr,
@@ -1310,7 +1316,13 @@ pub fn train_with(
                     train_batches,
                     epochs,
                 );
-                let stepped = optim.step(lr, current, grads);
+                // The forward pass in training mode has already moved the running statistics.
+                let stepped = if start.statistics_only {
+                    current
+                } else {
+                    let grads = GradientsParams::from_grads(loss.backward(), &current);
+                    optim.step(lr, current, grads)
+                };
                 state.global_step += 1;
                 loss_sum += value * rows.len() as f64;
                 let dim = spec.task.output_dim();

@@ -51,8 +51,11 @@ def train(msg: Message, context: Context) -> Message:
         "w": Array(w.astype(np.float32)),
         "b": Array(np.array([b], dtype=np.float32)),
     }
-    # Arrays this model does not train go back unchanged (as the Rust LinearTrainer does).
-    out.update({k: v for k, v in arrays.items() if k not in out})
+    # Arrays this model does not train go back unchanged, or times `frozen-scale` (as the
+    # Rust LinearTrainer does).
+    scale = float(config.get("frozen-scale", 1.0))
+    out.update({k: v if scale == 1.0 else Array((v.numpy() * np.float32(scale)).astype(np.float32))
+                for k, v in arrays.items() if k not in out})
     reply = RecordDict(
         {
             ARRAYS: ArrayRecord(out),

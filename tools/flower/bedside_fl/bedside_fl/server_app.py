@@ -263,6 +263,8 @@ def main(grid: Grid, context: Context) -> None:
     }
     if norm is not None:
         settings["norm-mean"], settings["norm-std"] = norm
+    if frozen and float(cfg.get("frozen-scale", 1.0)) != 1.0:
+        settings["frozen-scale"] = float(cfg["frozen-scale"])
     train_config = ConfigRecord(settings)
     result = strategy.start(
         grid=grid,

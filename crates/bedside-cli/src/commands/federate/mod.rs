@@ -36,6 +36,7 @@ const SIMULATE_EXAMPLES: &str = "Examples:
   bedside federate simulate --sites 3 --rounds 8 --compare --dir fed-demo
   bedside federate simulate --compare --test-patients 600       # narrower intervals, slower
   bedside federate simulate --strategy fedprox --proximal-mu 0.01
+  bedside federate simulate --compare --norm batch              # BatchNorm, to see the site shift
   bedside federate simulate --sites 2 --patients 60 --rounds 2 --size 32
 
 Needs Flower (flwr 1.42) in a virtual environment: scripts/setup.sh installs it in .venv,
@@ -91,10 +92,10 @@ fn site(args: SiteArgs) -> anyhow::Result<()> {
         cfg.node.exit_after_runs = n;
     }
     let trainer: Box<dyn Trainer> = match cfg.trainer.kind.as_str() {
-        "video" => Box::new(video::VideoTrainer::new(
-            &cfg.trainer.experiment,
-            &cfg.folder,
-        )?),
+        "video" => Box::new(
+            video::VideoTrainer::new(&cfg.trainer.experiment, &cfg.folder)?
+                .with_site_statistics(cfg.trainer.site_statistics),
+        ),
         _ => Box::new(LinearTrainer::from_csv(&cfg.trainer.data)?),
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -82,6 +82,16 @@ pub struct SimulateArgs {
     /// μ/2 · ‖w − w_global‖².
     #[arg(long, default_value_t = 0.01)]
     pub proximal_mu: f64,
+    /// Normalisation layers of the model (`model.norm`): BatchNorm, or GroupNorm, whose
+    /// per-clip statistics need no site statistics but which learns this task far more
+    /// slowly (see the README).
+    #[arg(long, value_enum, default_value_t = Norm::Batch)]
+    pub norm: Norm,
+    /// GroupNorm's groups (`model.norm_groups`). Few, because the model is narrow: at 32,
+    /// its 16- and 32-channel layers would normalise each channel alone (InstanceNorm),
+    /// which discards more than it should (Wu & He 2018).
+    #[arg(long, default_value_t = 4)]
+    pub norm_groups: usize,
     /// Seed of the cohort and of every model.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -89,6 +99,12 @@ pub struct SimulateArgs {
     /// every site's test patients (writes comparison.csv and comparison.md).
     #[arg(long)]
     pub compare: bool,
+    /// Score the federated model with the federation's averaged BatchNorm statistics only.
+    /// By default each site re-estimates them on its own training studies (one pass, no
+    /// training) for the federation's evaluation rounds and for its test patients; the
+    /// averaged version is then an extra row of the comparison.
+    #[arg(long)]
+    pub averaged_statistics: bool,
     /// Folder holding `flower-superlink` and `flwr` (a virtual environment's `bin`);
     /// default: `.venv/bin` if it has them, else the PATH.
     #[arg(long)]
@@ -105,6 +121,24 @@ pub enum Strategy {
     Fedavg,
     /// FedAvg plus a proximal term in every site's local training.
     Fedprox,
+}
+
+/// Normalisation layers (`model.norm`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// BatchNorm (torchvision's default).
+    Batch,
+    /// GroupNorm (per-clip statistics).
+    Group,
+}
+
+impl Norm {
+    fn toml(self) -> &'static str {
+        match self {
+            Self::Batch => "batch",
+            Self::Group => "group",
+        }
+    }
 }
 
 /// Kills a child and its process group when dropped.
@@ -211,6 +245,8 @@ shift_pad = {pad}
 backbone = "r2plus1d_18"
 width = 0.25
 layers = [1, 1, 1, 1]
+norm = "{norm}"
+norm_groups = {norm_groups}
 
 [task]
 kind = "classification"
@@ -236,6 +272,8 @@ metric = "val_auroc"
         size = args.size,
         pad = (args.size / 16).max(1),
         lr = args.lr,
+        norm = args.norm.toml(),
+        norm_groups = args.norm_groups,
     )
 }
 
@@ -338,6 +376,9 @@ pub fn run(args: SimulateArgs, ctx: &Ctx) -> anyhow::Result<()> {
     }
     if !(args.proximal_mu.is_finite() && args.proximal_mu >= 0.0) {
         return Err(crate::ui::Exit::invalid("--proximal-mu must be a non-negative number").into());
+    }
+    if args.norm_groups == 0 {
+        return Err(crate::ui::Exit::invalid("--norm-groups must be at least 1").into());
     }
     let bin = flower_bin(&args)?;
     std::fs::create_dir_all(&args.dir)?;
@@ -464,6 +505,7 @@ fn federate(
     out: &Path,
     ctx: &Ctx,
 ) -> anyhow::Result<Vec<NamedArray>> {
+    let site_statistics = uses_site_statistics(args);
     let port = free_port()?;
     let address = format!("127.0.0.1:{port}");
     let home = dir.join("flwr-home");
@@ -513,7 +555,8 @@ fn federate(
                  [node]\nself_register = true\nheartbeat_interval_s = 10\npoll_interval_ms = 200\n\
                  exit_after_runs = 1\n\n[allow]\nruns = [\"{RUN_NAME}\"]\n\n\
                  [egress]\nclip_norm = 0.0\n\n\
-                 [trainer]\nkind = \"video\"\nexperiment = \"experiment.toml\"\n"
+                 [trainer]\nkind = \"video\"\nexperiment = \"experiment.toml\"\n\
+                 site_statistics = {site_statistics}\n"
             ),
         )?;
         agents.push(spawn(
@@ -790,6 +833,7 @@ fn train_baseline(
             lr: Some(args.lr),
             proximal_mu: 0.0,
             normalization: None,
+            frozen_scale: 1.0,
         };
         weights = trainer
             .train(&weights, &config)
@@ -802,6 +846,28 @@ fn train_baseline(
         .map_err(crate::commands::train::train_error)
 }
 
+/// Whether sites evaluate (and the comparison scores) the federated model with BatchNorm
+/// statistics of their own; GroupNorm has no running statistics to re-estimate.
+fn uses_site_statistics(args: &SimulateArgs) -> bool {
+    !args.averaged_statistics && args.norm == Norm::Batch
+}
+
+/// A comparison model's weights: one set, or one per site (the federated model with each
+/// site's own BatchNorm statistics), in the order of the sites.
+enum Weights {
+    Shared(Vec<NamedArray>),
+    PerSite(Vec<Vec<NamedArray>>),
+}
+
+impl Weights {
+    fn at_site(&self, site: usize) -> &[NamedArray] {
+        match self {
+            Self::Shared(arrays) => arrays,
+            Self::PerSite(per_site) => per_site.get(site).map_or(&[], Vec::as_slice),
+        }
+    }
+}
+
 fn compare(
     args: &SimulateArgs,
     dir: &Path,
@@ -810,13 +876,38 @@ fn compare(
     federated_norm: Option<Normalization>,
     ctx: &Ctx,
 ) -> anyhow::Result<String> {
-    // Models: federated, pooled, each site alone.
-    let mut models: Vec<(String, Vec<NamedArray>, Option<Normalization>)> =
-        vec![("federated".into(), federated.to_vec(), federated_norm)];
+    // Models: federated, pooled, each site alone (and the federated model with averaged
+    // statistics, last, when the first row uses the sites' own).
+    let site_statistics = uses_site_statistics(args);
+    let mut models: Vec<(String, Weights, Option<Normalization>)> = Vec::new();
+    if site_statistics {
+        ctx.say("  re-estimating the federated model's BatchNorm statistics at each site");
+        let bar = ctx.progress(sites.len() as u64, "sites");
+        let mut per_site = Vec::with_capacity(sites.len());
+        for (name, _) in sites {
+            let folder = dir.join("sites").join(name);
+            let trainer =
+                super::video::VideoTrainer::new(&folder.join("experiment.toml"), &folder)?;
+            per_site.push(trainer.site_statistics(federated, federated_norm.clone())?);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        models.push((
+            "federated".into(),
+            Weights::PerSite(per_site),
+            federated_norm.clone(),
+        ));
+    } else {
+        models.push((
+            "federated".into(),
+            Weights::Shared(federated.to_vec()),
+            federated_norm.clone(),
+        ));
+    }
     ctx.say("  training on the pooled data");
     let pooled = dir.join("pooled");
     let (arrays, norm) = train_baseline(&pooled.join("experiment.toml"), &pooled, args, ctx)?;
-    models.push(("pooled".into(), arrays, Some(norm)));
+    models.push(("pooled".into(), Weights::Shared(arrays), Some(norm)));
     for (name, _) in sites {
         ctx.say(format!("  training on {name} alone"));
         let folder = dir.join("sites").join(name);
@@ -826,7 +917,14 @@ fn compare(
             args,
             ctx,
         )?;
-        models.push((format!("{name} only"), arrays, Some(norm)));
+        models.push((format!("{name} only"), Weights::Shared(arrays), Some(norm)));
+    }
+    if site_statistics {
+        models.push((
+            "federated, averaged statistics".into(),
+            Weights::Shared(federated.to_vec()),
+            federated_norm,
+        ));
     }
 
     // Every model on every site's test patients; "all sites" is their union.
@@ -834,11 +932,11 @@ fn compare(
     ctx.say("  evaluating every model on every site's test patients");
     let bar = ctx.progress((models.len() * sites.len()) as u64, "evaluations");
     let mut tests: Vec<TestSet> = Vec::new();
-    for (name, _) in sites {
+    for (s, (name, _)) in sites.iter().enumerate() {
         let experiment = load_experiment(&dir.join("sites").join(name).join("experiment.toml"))?;
         let mut set: Option<TestSet> = None;
-        for (model, arrays, norm) in &models {
-            let evaluation = test_evaluation(&experiment, arrays, norm.as_ref())?;
+        for (model, weights, norm) in &models {
+            let evaluation = test_evaluation(&experiment, weights.at_site(s), norm.as_ref())?;
             bar.inc(1);
             let scores: Vec<f64> = evaluation
                 .outputs
@@ -1006,6 +1104,15 @@ fn compare(
         args.local_epochs,
         heads.join(" | "),
     );
+    if site_statistics {
+        md.insert_str(
+            md.find("\n\n| model").unwrap_or(md.len()),
+            " The federated model scores each site's patients with BatchNorm statistics \
+             re-estimated on that site's training studies (one pass, no training); \
+             \"federated, averaged statistics\" is the same model with the federation's \
+             averaged ones.",
+        );
+    }
     for (m, (model, _, _)) in models.iter().enumerate() {
         let row: Vec<String> = (0..tests.len()).map(|t| cell(auroc(m, t))).collect();
         md.push_str(&format!("| {model} | {} |\n", row.join(" | ")));

@@ -16,9 +16,12 @@ use bedside_ml::train::config::ExperimentConfig;
 /// Trains the experiment's model from the global arrays for the instruction's local epochs.
 pub struct VideoTrainer {
     experiment: ExperimentConfig,
+    folder: PathBuf,
     rounds: PathBuf,
     /// The federation's normalisation of the last instruction, used by `evaluate` too.
     normalization: Option<Normalization>,
+    /// Evaluate with BatchNorm statistics re-estimated on this site's training split.
+    site_statistics: bool,
 }
 
 impl VideoTrainer {
@@ -27,9 +30,52 @@ impl VideoTrainer {
         let config = crate::commands::train::load_config_file(experiment)?;
         Ok(VideoTrainer {
             experiment: config,
+            folder: folder.to_path_buf(),
             rounds: folder.join("rounds"),
             normalization: None,
+            site_statistics: false,
         })
+    }
+
+    /// Answer `evaluate` with [`Self::site_statistics`] of the global model.
+    pub fn with_site_statistics(mut self, on: bool) -> Self {
+        self.site_statistics = on;
+        self
+    }
+
+    /// `global` with its BatchNorm running statistics re-estimated on this site's training
+    /// split: one epoch of forward passes in training mode, no optimiser step, in
+    /// `<folder>/site-statistics/`. Each site's layers were trained on batches of that site
+    /// alone, so the federation's averaged statistics fit none of them; the site's own do.
+    pub fn site_statistics(
+        &self,
+        global: &[NamedArray],
+        normalization: Option<Normalization>,
+    ) -> anyhow::Result<Vec<NamedArray>> {
+        let mut exp = self.experiment.clone();
+        exp.training.epochs = 1;
+        exp.training.early_stopping.patience = None;
+        let run = self.folder.join("site-statistics");
+        if run.exists() {
+            std::fs::remove_dir_all(&run)?;
+        }
+        let start = StartFrom {
+            arrays: Some(global.to_vec()),
+            normalization,
+            statistics_only: true,
+            ..StartFrom::default()
+        };
+        bedside_ml::train::train_with(
+            &exp,
+            &run,
+            false,
+            &start,
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .map_err(crate::commands::train::train_error)?;
+        let (arrays, _) = bedside_ml::train::run_arrays(&run, false)
+            .map_err(crate::commands::train::train_error)?;
+        Ok(arrays)
     }
 }
 
@@ -106,6 +152,7 @@ impl Trainer for VideoTrainer {
             arrays: Some(initial),
             normalization: self.normalization.clone(),
             proximal_mu: config.proximal_mu,
+            statistics_only: false,
         };
         let outcome = bedside_ml::train::train_with(&exp, &run, false, &start, &mut |_| {
             ControlFlow::Continue(())
@@ -140,9 +187,15 @@ impl Trainer for VideoTrainer {
         &mut self,
         global: &[(String, Tensor)],
     ) -> Result<(u64, Vec<(String, f64)>), FederateError> {
+        let mut arrays = to_named(global);
+        if self.site_statistics {
+            arrays = self
+                .site_statistics(&arrays, self.normalization.clone())
+                .map_err(data_error)?;
+        }
         let evaluation = bedside_ml::train::evaluate_arrays(
             &self.experiment,
-            &to_named(global),
+            &arrays,
             self.normalization.as_ref(),
         )
         .map_err(data_error)?;
