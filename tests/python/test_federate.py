@@ -342,17 +342,23 @@ def test_three_agents_fedavg_over_tls_with_node_auth(federation, tmp_path):
         make_site_data(data, rows, seed=i)
         sites[f"site{i}"] = (fed.site(f"site{i}", data, register=True), data)
         fed.start_agent(f"site{i}")
-    # A block nobody trains, which every site returns halved (`frozen-scale`): each round's
-    # replies are then new content for the SuperLink.
+    # A block nobody trains, which every site returns with noise of its own (`frozen-noise`):
+    # each reply is then new content for the SuperLink.
     out = fed.run(**{"min-nodes": 3, "num-server-rounds": 3, "lr": 0.5, "local-epochs": 2,
-                     "frozen-params": 64, "frozen-scale": 0.5})
+                     "frozen-params": 64, "frozen-noise": 0.01})
     summary = fed.wait(out, done, timeout=180)
     rounds = train_rounds(summary)
     assert [(r["round"], r["replies"], r["failures"]) for r in rounds] == [(1, 3, 0), (2, 3, 0), (3, 3, 0)]
-    frozen = np.random.default_rng(0).standard_normal(64, dtype=np.float32)
+    initial = np.random.default_rng(0).standard_normal(64, dtype=np.float32)
+    previous = initial
     for rnd in (1, 2, 3):
-        frozen = frozen * np.float32(0.5)
-        np.testing.assert_allclose(np.load(out / f"round-{rnd}" / "frozen.npy"), frozen, rtol=1e-6)
+        copies = [np.load(next(folder.glob(f"egress/*/round-{rnd}-train")) / "arrays.frozen.npy")
+                  for folder, _ in sites.values()]
+        # Each site's noise is its own (standard deviation 0.01 about the global block).
+        for i, a in enumerate(copies):
+            assert 0.005 < float(np.std(a - previous)) < 0.02
+            assert all(not np.array_equal(a, b) for b in copies[i + 1:])
+        previous = np.load(out / f"round-{rnd}" / "frozen.npy")
 
     w_global, b_global = np.zeros(4, np.float32), np.float32(0)
     for rnd in (1, 2, 3):

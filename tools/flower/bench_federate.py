@@ -2,10 +2,11 @@
 
 Starts a flwr SuperLink on loopback, K sites (Bedside agents or stock `flower-supernode`
 with tools/flower/bedside_fl's client app), and runs R FedAvg rounds of a model with
-P float32 parameters (`frozen-params`, which every site returns times `--frozen-scale`,
-0.999 by default, so that each reply is new content as a trained model's is: returned
-unchanged, its objects would already be on the SuperLink, which then does not ask for
-them, and uploads would measure less than the model). Prints, per
+P float32 parameters (`frozen-params`, which every site returns with Gaussian noise of
+`--frozen-noise` from its own stream, so that each reply is new content as a trained model's
+is: returned unchanged, or changed alike at every site, a reply's objects would already be on
+the SuperLink, which then does not ask for them, and uploads would measure less than the
+model). Prints, per
 kind of site: seconds per round (rounds 2..R; Flower's ServerApp polls for replies every
 3 s, which is the floor), the SuperLink's own traffic count per site and round, and —
 for agents — the agent's HTTP body bytes, each against the model size (4 P bytes).
@@ -88,7 +89,7 @@ def bench(kind: str, args, tmp: pathlib.Path) -> dict:
         time.sleep(2)
         out = tmp / "out"
         cfg = {"out-dir": str(out), "min-nodes": args.sites, "num-server-rounds": args.rounds,
-               "frozen-params": args.params, "frozen-scale": args.frozen_scale, "round-timeout": 600.0}
+               "frozen-params": args.params, "frozen-noise": args.frozen_noise, "round-timeout": 600.0}
         subprocess.run([str(VENV_BIN / "flwr"), "run", str(APP), "local", "--run-config",
                         " ".join(f"{k}={json.dumps(v)}" for k, v in cfg.items())],
                        env=env, check=True, capture_output=True)
@@ -156,8 +157,8 @@ def main() -> None:
     ap.add_argument("--params", type=int, default=1_000_000)
     ap.add_argument("--poll-ms", type=int, default=200)
     ap.add_argument("--fp16", action="store_true")
-    ap.add_argument("--frozen-scale", type=float, default=0.999,
-                    help="factor the sites apply to the parameters each round (1: return them unchanged)")
+    ap.add_argument("--frozen-noise", type=float, default=1e-3,
+                    help="noise each site adds to the parameters each round (0: return them unchanged)")
     ap.add_argument("--kinds", default="bedside,flower")
     args = ap.parse_args()
     for kind in args.kinds.split(","):

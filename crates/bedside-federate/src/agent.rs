@@ -670,7 +670,7 @@ fn train_config(content: &RecordDict) -> TrainConfig {
         lr: None,
         proximal_mu: 0.0,
         normalization: None,
-        frozen_scale: 1.0,
+        frozen_noise: 0.0,
     };
     let (mut mean, mut sd) = (None, None);
     for (name, r) in content {
@@ -681,7 +681,7 @@ fn train_config(content: &RecordDict) -> TrainConfig {
                     ("local-epochs", Some(x)) => cfg.local_epochs = x.max(0.0) as u32,
                     ("lr", Some(x)) => cfg.lr = Some(x),
                     ("proximal-mu", Some(x)) => cfg.proximal_mu = x,
-                    ("frozen-scale", Some(x)) if x.is_finite() => cfg.frozen_scale = x,
+                    ("frozen-noise", Some(x)) if x.is_finite() && x >= 0.0 => cfg.frozen_noise = x,
                     ("norm-mean", Some(x)) => mean = Some(x),
                     ("norm-std", Some(x)) => sd = Some(x),
                     _ => {}

@@ -24,11 +24,12 @@ pub struct TrainConfig {
     /// Input normalisation agreed by the federation (`norm-mean`, `norm-std`), e.g. from
     /// the sites' pooled statistics; without it a site uses its own.
     pub normalization: Option<(f64, f64)>,
-    /// Factor on the arrays a model does not train (`frozen-scale`, default 1): benchmarks
-    /// set it below 1 so that every reply carries new bytes. Returned unchanged, a frozen
-    /// block has the content address of the global one, and the SuperLink, which already
-    /// holds that object, does not ask for it again.
-    pub frozen_scale: f64,
+    /// Standard deviation of Gaussian noise a site adds to the arrays its model does not
+    /// train (`frozen-noise`, default 0), drawn from a stream of its own. Benchmarks set it
+    /// so that every reply carries new bytes, as a trained model's would: returned
+    /// unchanged, or changed the same way at every site, a frozen block has a content
+    /// address the SuperLink already holds, and it does not ask for those bytes again.
+    pub frozen_noise: f64,
 }
 
 /// Data-quality statistics of a site: the examples counted, and named values (scalars
@@ -165,6 +166,15 @@ impl LinearTrainer {
     }
 }
 
+/// A random stream that differs between sites and runs (clock and process id), for noise
+/// that must not coincide across sites.
+fn site_stream() -> bedside_core::rng::Rng {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    bedside_core::rng::Rng::seed_from(nanos ^ (u64::from(std::process::id()) << 32))
+}
+
 impl Trainer for LinearTrainer {
     fn train(
         &mut self,
@@ -190,17 +200,19 @@ impl Trainer for LinearTrainer {
             ),
             ("b".into(), Tensor::vector(vec![b as f32])),
         ];
-        // Arrays this model does not train (e.g. a frozen block) go back unchanged, or
-        // scaled when the instruction asks for it.
+        // Arrays this model does not train (e.g. a frozen block) go back unchanged, or with
+        // noise when the instruction asks for it.
+        let mut noise = (config.frozen_noise > 0.0).then(site_stream);
         arrays.extend(
             global
                 .iter()
                 .filter(|(k, _)| k != "w" && k != "b")
                 .map(|(k, t)| {
                     let mut t = t.clone();
-                    if config.frozen_scale != 1.0 {
-                        let scale = config.frozen_scale as f32;
-                        t.data.iter_mut().for_each(|v| *v *= scale);
+                    if let Some(rng) = noise.as_mut() {
+                        for v in t.data.iter_mut() {
+                            *v += (rng.normal() * config.frozen_noise) as f32;
+                        }
                     }
                     (k.clone(), t)
                 }),
@@ -268,7 +280,7 @@ mod tests {
             lr: Some(0.5),
             proximal_mu: 0.0,
             normalization: None,
-            frozen_scale: 1.0,
+            frozen_noise: 0.0,
         };
         let out = t.train(&global, &cfg).expect("train");
         let (_, after) = t.evaluate(&out.arrays).expect("eval");

@@ -51,10 +51,11 @@ def train(msg: Message, context: Context) -> Message:
         "w": Array(w.astype(np.float32)),
         "b": Array(np.array([b], dtype=np.float32)),
     }
-    # Arrays this model does not train go back unchanged, or times `frozen-scale` (as the
-    # Rust LinearTrainer does).
-    scale = float(config.get("frozen-scale", 1.0))
-    out.update({k: v if scale == 1.0 else Array((v.numpy() * np.float32(scale)).astype(np.float32))
+    # Arrays this model does not train go back unchanged, or with Gaussian noise of
+    # `frozen-noise` from this node's own stream (as the Rust LinearTrainer does).
+    sd = float(config.get("frozen-noise", 0.0))
+    rng = np.random.default_rng()
+    out.update({k: v if sd == 0.0 else Array((v.numpy() + rng.normal(0.0, sd, v.numpy().shape)).astype(np.float32))
                 for k, v in arrays.items() if k not in out})
     reply = RecordDict(
         {

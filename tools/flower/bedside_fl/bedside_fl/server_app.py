@@ -263,8 +263,8 @@ def main(grid: Grid, context: Context) -> None:
     }
     if norm is not None:
         settings["norm-mean"], settings["norm-std"] = norm
-    if frozen and float(cfg.get("frozen-scale", 1.0)) != 1.0:
-        settings["frozen-scale"] = float(cfg["frozen-scale"])
+    if frozen and float(cfg.get("frozen-noise", 0.0)) > 0.0:
+        settings["frozen-noise"] = float(cfg["frozen-noise"])
     train_config = ConfigRecord(settings)
     result = strategy.start(
         grid=grid,

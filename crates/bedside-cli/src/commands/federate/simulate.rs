@@ -833,7 +833,7 @@ fn train_baseline(
             lr: Some(args.lr),
             proximal_mu: 0.0,
             normalization: None,
-            frozen_scale: 1.0,
+            frozen_noise: 0.0,
         };
         weights = trainer
             .train(&weights, &config)
