@@ -36,7 +36,8 @@ const SIMULATE_EXAMPLES: &str = "Examples:
   bedside federate simulate --sites 3 --rounds 8 --compare --dir fed-demo
   bedside federate simulate --compare --test-patients 600       # narrower intervals, slower
   bedside federate simulate --strategy fedprox --proximal-mu 0.01
-  bedside federate simulate --compare --norm batch              # BatchNorm, to see the site shift
+  bedside federate simulate --compare --averaged-statistics     # no site BatchNorm statistics
+  bedside federate simulate --compare --norm group              # GroupNorm instead of BatchNorm
   bedside federate simulate --sites 2 --patients 60 --rounds 2 --size 32
 
 Needs Flower (flwr 1.42) in a virtual environment: scripts/setup.sh installs it in .venv,
