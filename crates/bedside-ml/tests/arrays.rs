@@ -63,6 +63,12 @@ kind = "constant"
     bedside_core::config::from_str(&text, "test config").unwrap()
 }
 
+/// The arrays of a run trained in `run` from `start`.
+fn trained_arrays(cfg: &ExperimentConfig, run: &Path, start: &StartFrom) -> Vec<NamedArray> {
+    train_with(cfg, run, false, start, &mut |_| ControlFlow::Continue(())).unwrap();
+    run_arrays(run, false).unwrap().0
+}
+
 fn find<'a>(arrays: &'a [NamedArray], name: &str) -> &'a NamedArray {
     arrays.iter().find(|a| a.name == name).unwrap()
 }
@@ -182,15 +188,7 @@ fn fedprox_proximal_term_pulls_local_training_towards_the_global_model() {
             proximal_mu: mu,
             ..StartFrom::default()
         };
-        train_with(
-            &cfg,
-            &run,
-            false,
-            &start,
-            &mut |_| ControlFlow::Continue(()),
-        )
-        .unwrap();
-        let (after, _) = run_arrays(&run, false).unwrap();
+        let after = trained_arrays(&cfg, &run, &start);
         moved.push(distance(&after, &global));
     }
     // Plain SGD: every step after the first adds lr·μ·(w − w₀) = 0.5·(w − w₀) of pull.
@@ -241,15 +239,7 @@ fn statistics_only_runs_move_the_running_statistics_and_nothing_else() {
         statistics_only: true,
         ..StartFrom::default()
     };
-    train_with(
-        &cfg,
-        &run,
-        false,
-        &start,
-        &mut |_| ControlFlow::Continue(()),
-    )
-    .unwrap();
-    let (after, _) = run_arrays(&run, false).unwrap();
+    let after = trained_arrays(&cfg, &run, &start);
     let mut moved = 0;
     for x in &start_arrays {
         let y = find(&after, &x.name);
