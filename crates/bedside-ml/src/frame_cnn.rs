@@ -65,10 +65,7 @@ fn conv2d(channels: [usize; 2], kernel: usize, stride: usize, device: &Device) -
 impl FrameCnnConfig {
     /// Build the network.
     pub fn init(&self, device: &Device) -> Result<FrameCnn, MlError> {
-        let norm_groups = match self.norm {
-            NormKind::Batch => 0,
-            NormKind::Group => self.norm_groups,
-        };
+        let norm_groups = self.norm.groups_argument(self.norm_groups);
         if self.norm == NormKind::Group && self.norm_groups == 0 {
             return Err(MlError::InvalidConfig {
                 message: "GroupNorm needs at least one group".into(),

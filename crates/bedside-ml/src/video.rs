@@ -91,6 +91,16 @@ pub enum NormKind {
     Group,
 }
 
+impl NormKind {
+    /// The `groups` argument of [`normalize`] for `groups` requested: 0 for BatchNorm.
+    pub fn groups_argument(self, groups: usize) -> usize {
+        match self {
+            Self::Batch => 0,
+            Self::Group => groups,
+        }
+    }
+}
+
 /// GroupNorm's default number of groups (Wu & He 2018).
 pub const DEFAULT_NORM_GROUPS: usize = 32;
 
@@ -230,10 +240,7 @@ impl VideoResNetConfig {
 
     /// The `groups` argument of [`normalize`]: 0 for BatchNorm.
     pub fn groups_argument(&self) -> usize {
-        match self.norm {
-            NormKind::Batch => 0,
-            NormKind::Group => self.norm_groups,
-        }
+        self.norm.groups_argument(self.norm_groups)
     }
 
     /// Build the network with torchvision's initialisation.

@@ -879,8 +879,7 @@ fn compare(
     // Models: federated, pooled, each site alone (and the federated model with averaged
     // statistics, last, when the first row uses the sites' own).
     let site_statistics = uses_site_statistics(args);
-    let mut models: Vec<(String, Weights, Option<Normalization>)> = Vec::new();
-    if site_statistics {
+    let weights = if site_statistics {
         ctx.say("  re-estimating the federated model's BatchNorm statistics at each site");
         let bar = ctx.progress(sites.len() as u64, "sites");
         let mut per_site = Vec::with_capacity(sites.len());
@@ -892,18 +891,12 @@ fn compare(
             bar.inc(1);
         }
         bar.finish_and_clear();
-        models.push((
-            "federated".into(),
-            Weights::PerSite(per_site),
-            federated_norm.clone(),
-        ));
+        Weights::PerSite(per_site)
     } else {
-        models.push((
-            "federated".into(),
-            Weights::Shared(federated.to_vec()),
-            federated_norm.clone(),
-        ));
-    }
+        Weights::Shared(federated.to_vec())
+    };
+    let mut models: Vec<(String, Weights, Option<Normalization>)> =
+        vec![("federated".into(), weights, federated_norm.clone())];
     ctx.say("  training on the pooled data");
     let pooled = dir.join("pooled");
     let (arrays, norm) = train_baseline(&pooled.join("experiment.toml"), &pooled, args, ctx)?;
