@@ -164,7 +164,8 @@ def main() -> int:
                 )
         print(f"flwr {flwr.__version__}: {changed} proto file(s) differ from {base}")
         return 1 if changed else 0
-    if len(args) != 1:
+    # `--check` without its folder would otherwise be taken for an output folder.
+    if len(args) != 1 or args[0].startswith("-"):
         print(__doc__)
         return 2
     for name, text in collect().items():
